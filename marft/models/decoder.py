@@ -1,0 +1,283 @@
+"""One Qwen2/Qwen3/Llama-family decoder in Flax NNX.
+
+RMSNorm, rotary position embeddings (optionally Llama-3 frequency scaling), grouped-query
+attention (optional QKV bias, optional per-head QK RMSNorm as in Qwen3), SwiGLU MLP, optional
+tied embeddings, LoRA adapters on chosen projections, and a preallocated KV cache for decoding.
+
+Every parameter carries `logical_axes` metadata (`vocab, embed, mlp, heads, kv_heads,
+head_dim`) that the sharding rules map to mesh axes. Logits are float32 whatever the
+activation dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from marft.models.config import ModelConfig
+
+_INIT_STD = 0.02
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Per-layer key/value buffers `[B, S, kv_heads, head_dim]`; slot index == position."""
+
+  keys: tuple[jax.Array, ...]
+  values: tuple[jax.Array, ...]
+
+  @property
+  def max_length(self) -> int:
+    return self.keys[0].shape[1]
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_length: int) -> KVCache:
+  """Zero KV cache able to hold `max_length` positions per row."""
+  shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
+  zeros = tuple(jnp.zeros(shape, config.activation_dtype) for _ in range(config.num_layers))
+  return KVCache(keys=zeros, values=tuple(jnp.zeros_like(z) for z in zeros))
+
+
+def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
+  """`theta^(-2i/d)`, with Llama-3 smooth frequency scaling when `config.rope_scaling` asks."""
+  dim = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+  scaling = dict(config.rope_scaling)
+  rope_type = scaling.get("rope_type", "default")
+  if rope_type == "default":
+    return inv_freq.astype(np.float32)
+  if rope_type != "llama3":
+    raise NotImplementedError(f"rope_type {rope_type!r} is not supported (default, llama3)")
+  factor = scaling["factor"]
+  low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+  old_context = scaling["original_max_position_embeddings"]
+  wavelen = 2 * math.pi / inv_freq
+  scaled = np.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+  smooth = (old_context / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  is_medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+  return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotates `x: [B, T, N, D]` by its positions `[B, T]` (rotate-half convention)."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, D/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin
+
+
+class RMSNorm(nnx.Module):
+  """`y = w * x / sqrt(mean(x^2) + eps)`, normalised in float32."""
+
+  def __init__(self, dim: int, eps: float, param_dtype: jnp.dtype, axis_name: str):
+    self.eps = eps
+    self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(axis_name,))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+class Linear(nnx.Module):
+  """`y = x W (+ b) (+ (alpha / r) x A B)`: a dense projection with an optional LoRA adapter.
+
+  `kernel` is stored `[in, out]` (the transpose of a PyTorch weight). The adapter's `B` starts
+  at zero so a fresh adapter leaves the model unchanged.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
+               use_bias: bool, lora_rank: int, lora_alpha: float, config: ModelConfig,
+               rngs: nnx.Rngs):
+    self.dtype = config.activation_dtype
+    pdtype = config.storage_dtype
+    self.kernel = nnx.Param(
+        (jax.random.normal(rngs.params(), (in_features, out_features)) * _INIT_STD).astype(pdtype),
+        logical_axes=axes)
+    self.bias = (nnx.Param(jnp.zeros((out_features,), pdtype), logical_axes=axes[1:])
+                 if use_bias else None)
+    if lora_rank > 0:
+      bound = 1.0 / math.sqrt(in_features)
+      self.lora_scale = lora_alpha / lora_rank
+      self.lora_a = nnx.LoRAParam(
+          jax.random.uniform(rngs.params(), (in_features, lora_rank), pdtype, -bound, bound),
+          logical_axes=(axes[0], None))
+      self.lora_b = nnx.LoRAParam(jnp.zeros((lora_rank, out_features), pdtype),
+                                  logical_axes=(None, axes[1]))
+    else:
+      self.lora_a = self.lora_b = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype)
+    y = x @ self.kernel[...].astype(self.dtype)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    if self.lora_a is not None:
+      low_rank = (x @ self.lora_a[...].astype(self.dtype)) @ self.lora_b[...].astype(self.dtype)
+      y = y + self.lora_scale * low_rank
+    return y
+
+
+def _linear(config: ModelConfig, name: str, in_features: int, out_features: int,
+            axes: tuple[str, str], rngs: nnx.Rngs, use_bias: bool = False) -> Linear:
+  rank = config.lora_rank if name in config.lora_targets else 0
+  return Linear(in_features, out_features, axes=axes, use_bias=use_bias, lora_rank=rank,
+                lora_alpha=config.lora_alpha, config=config, rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with RoPE and an optional KV cache."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    d, hd = config.hidden_size, config.head_dim
+    self.config = config
+    self.q_proj = _linear(config, "q_proj", d, config.num_heads * hd, ("embed", "heads"), rngs,
+                          use_bias=config.qkv_bias)
+    self.k_proj = _linear(config, "k_proj", d, config.num_kv_heads * hd, ("embed", "kv_heads"),
+                          rngs, use_bias=config.qkv_bias)
+    self.v_proj = _linear(config, "v_proj", d, config.num_kv_heads * hd, ("embed", "kv_heads"),
+                          rngs, use_bias=config.qkv_bias)
+    self.o_proj = _linear(config, "o_proj", config.num_heads * hd, d, ("heads", "embed"), rngs)
+    if config.qk_norm:
+      self.q_norm = RMSNorm(hd, config.rms_norm_eps, config.storage_dtype, "head_dim")
+      self.k_norm = RMSNorm(hd, config.rms_norm_eps, config.storage_dtype, "head_dim")
+    else:
+      self.q_norm = self.k_norm = None
+
+  def __call__(self, x: jax.Array, positions: jax.Array,
+               cache: tuple[jax.Array, jax.Array] | None
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    cfg = self.config
+    b, t, _ = x.shape
+    q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    inv_freq = rope_inverse_frequencies(cfg)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+
+    if cache is None:
+      key_positions = positions
+    else:
+      rows = jnp.arange(b)[:, None]
+      k = cache[0].at[rows, positions].set(k.astype(cache[0].dtype))
+      v = cache[1].at[rows, positions].set(v.astype(cache[1].dtype))
+      cache = (k, v)
+      key_positions = jnp.broadcast_to(jnp.arange(k.shape[1]), (b, k.shape[1]))
+    # Slot s is visible from query position p iff pos(s) <= p (causal; future slots hidden).
+    mask = key_positions[:, None, :] <= positions[:, :, None]  # [B, T, S]
+
+    groups = cfg.num_heads // cfg.num_kv_heads
+    q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
+                        preferred_element_type=jnp.float32) / math.sqrt(cfg.head_dim)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(x.dtype))
+    return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
+
+
+class MLP(nnx.Module):
+  """SwiGLU: `down(silu(gate(x)) * up(x))`."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    d, m = config.hidden_size, config.intermediate_size
+    self.gate_proj = _linear(config, "gate_proj", d, m, ("embed", "mlp"), rngs)
+    self.up_proj = _linear(config, "up_proj", d, m, ("embed", "mlp"), rngs)
+    self.down_proj = _linear(config, "down_proj", m, d, ("mlp", "embed"), rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block: `x + attn(norm(x))`, then `x + mlp(norm(x))`."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.storage_dtype,
+                              "embed")
+    self.attn = Attention(config, rngs)
+    self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps,
+                                       config.storage_dtype, "embed")
+    self.mlp = MLP(config, rngs)
+
+  def __call__(self, x, positions, cache):
+    attn_out, cache = self.attn(self.input_norm(x), positions, cache)
+    x = x + attn_out
+    return x + self.mlp(self.post_attention_norm(x)), cache
+
+
+class Decoder(nnx.Module):
+  """Causal decoder LM. `model(tokens: int32[B, T]) -> logits: float32[B, T, V]`."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embed = nnx.Param(
+        (jax.random.normal(rngs.params(), (config.vocab_size, config.hidden_size)) * _INIT_STD
+         ).astype(config.storage_dtype), logical_axes=("vocab", "embed"))
+    self.layers = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+    self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.storage_dtype,
+                              "embed")
+    if config.tie_embeddings:
+      self.lm_head = None
+    else:
+      self.lm_head = nnx.Param(
+          (jax.random.normal(rngs.params(), (config.hidden_size, config.vocab_size)) * _INIT_STD
+           ).astype(config.storage_dtype), logical_axes=("embed", "vocab"))
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    hidden, _ = self.hidden_states(tokens, positions)
+    return self.logits(hidden)
+
+  def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
+                    cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    """Final-norm hidden states `[B, T, D]`; writes this chunk's keys/values into `cache`.
+
+    `positions: int32[B, T]` defaults to `0..T-1`. With a cache, the chunk attends to every
+    cache slot at a position not after its own, so decoding one token at a time and a full
+    forward give the same hidden states.
+    """
+    chex.assert_rank(tokens, 2)
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    chex.assert_shape(positions, (b, t))
+    x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.activation_dtype)
+    new_keys, new_values = [], []
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+      x, layer_cache = layer(x, positions, layer_cache)
+      if cache is not None:
+        new_keys.append(layer_cache[0])
+        new_values.append(layer_cache[1])
+    new_cache = None if cache is None else KVCache(keys=tuple(new_keys), values=tuple(new_values))
+    return self.final_norm(x), new_cache
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """Projects hidden states `[..., D]` to float32 logits `[..., V]`."""
+    if self.lm_head is None:
+      return jnp.einsum("...d,vd->...v", hidden, self.embed[...].astype(hidden.dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def decode(self, tokens: jax.Array, positions: jax.Array, cache: KVCache
+             ) -> tuple[jax.Array, KVCache]:
+    """Logits of a chunk given everything already in `cache`, and the updated cache."""
+    hidden, cache = self.hidden_states(tokens, positions, cache)
+    return self.logits(hidden), cache
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> Decoder:
+  """A randomly initialised decoder of the given shape."""
+  return Decoder(config, rngs=nnx.Rngs(params=seed))

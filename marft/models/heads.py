@@ -1,0 +1,30 @@
+"""Scalar heads on decoder hidden states: values for critics, scores for process reward models."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ValueHead(nnx.Module):
+  """`v = w_out . relu(... relu(W_1 h + b_1) ...) + b_out`: one float32 scalar per position.
+
+  `hidden_dims=()` is a linear head; MARFT's critic uses `(1024, 512)` at real scale. The output
+  layer starts at zero so a fresh head predicts 0 everywhere.
+  """
+
+  def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (), *, rngs: nnx.Rngs):
+    dims = [input_dim, *hidden_dims]
+    self.hidden = nnx.List([
+        nnx.Linear(d_in, d_out, param_dtype=jnp.float32, rngs=rngs)
+        for d_in, d_out in zip(dims[:-1], dims[1:])])
+    self.out = nnx.Linear(dims[-1], 1, kernel_init=nnx.initializers.zeros, rngs=rngs)
+
+  def __call__(self, hidden: jax.Array) -> jax.Array:
+    """`hidden: [..., D]` -> `float32[...]`."""
+    x = hidden.astype(jnp.float32)
+    for layer in self.hidden:
+      x = jax.nn.relu(layer(x))
+    return self.out(x)[..., 0]

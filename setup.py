@@ -1,0 +1,35 @@
+"""marft: multi-agent reinforcement fine-tuning of LLM agents in JAX."""
+import setuptools
+
+setuptools.setup(
+    name="marft",
+    version="0.1.0",
+    description="Multi-agent reinforcement fine-tuning (MARFT) of LLM agents in JAX.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["marft*", "algorithms*", "envs*", "experiments*", "launch*"]),
+    install_requires=[
+        "jax>=0.10.0,<0.11",
+        "jaxlib>=0.10.0,<0.11",
+        "flax>=0.12.0,<0.13",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11.20",
+        "chex>=0.1.90",
+        "absl-py>=2.1",
+        "ml-collections>=1.0",
+        "wandb>=0.19",
+        "safetensors>=0.4",
+        "tokenizers>=0.21",
+        "tensorflow-datasets>=4.9.7",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "torch==2.13.0",
+            "transformers>=4.57",
+        ],
+    },
+)
