@@ -1,0 +1,49 @@
+"""Checks every experiment config must pass before anything compiles."""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from marft.logging import WANDB_MODES
+from marft.models.config import NAMED_CONFIGS
+
+# key -> required type; every experiment config has these, so sweeps and tables can drive any.
+COMMON_KEYS: dict[str, type] = {
+    "seed": int,
+    "total_steps": int,
+    "eval_every": int,
+    "checkpoint_every": int,
+    "log.wandb_mode": str,
+}
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message says which key and why."""
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
+  node: Any = config
+  for part in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(f"config is missing the common key {dotted!r}")
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on a missing common key, a wrong type or an impossible value."""
+  for key, kind in COMMON_KEYS.items():
+    value = _lookup(config, key)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+      raise ConfigError(f"{key}={value!r} should be {kind.__name__}")
+  if config.total_steps < 0:
+    raise ConfigError(f"total_steps={config.total_steps} must be >= 0")
+  if config.checkpoint_every < 1:
+    raise ConfigError(f"checkpoint_every={config.checkpoint_every} must be >= 1")
+  if config.eval_every < 0:
+    raise ConfigError(f"eval_every={config.eval_every} must be >= 0 (0 turns evaluation off)")
+  if config.log.wandb_mode not in WANDB_MODES:
+    raise ConfigError(f"log.wandb_mode={config.log.wandb_mode!r}: choose from {WANDB_MODES}")
+  if "model" in config and config.model.name not in NAMED_CONFIGS:
+    raise ConfigError(f"model.name={config.model.name!r}: choose from {sorted(NAMED_CONFIGS)}")

@@ -1,0 +1,104 @@
+"""Run logging: `config.json`, `metrics.jsonl` (always), wandb (offline by default), a progress bar.
+
+Each line of `metrics.jsonl` is `{"step": N, "<name>": value, ...}`. On resume, lines past the
+restored step are dropped first, so an interrupted-and-resumed run's file equals an
+uninterrupted one's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def config_hash(config_dict: Mapping[str, Any]) -> str:
+  """A short stable hash of a config (for run ids and caches)."""
+  text = json.dumps(config_dict, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _scalar(value: Any) -> float | int:
+  value = np.asarray(value)
+  if value.size != 1:
+    raise ValueError(f"metrics must be scalars, got shape {value.shape}")
+  value = value.item()
+  return value if isinstance(value, int) else float(value)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All records of a run's `metrics.jsonl`."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsLogger:
+  """Writes metrics to `workdir/metrics.jsonl`, wandb and a tqdm bar showing `progress_keys`."""
+
+  def __init__(self, workdir: str, config_dict: Mapping[str, Any], *, total_steps: int,
+               start_step: int = 0, wandb_mode: str = "offline", project: str = "marft",
+               progress_keys: Sequence[str] = ("train/loss",), show_progress: bool = True):
+    if wandb_mode not in WANDB_MODES:
+      raise ValueError(f"log.wandb_mode={wandb_mode!r}: expected one of {WANDB_MODES}")
+    os.makedirs(workdir, exist_ok=True)
+    self.workdir = workdir
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_dict, f, indent=2, sort_keys=True, default=str)
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._truncate_after(start_step)
+    self._file = open(self._path, "a")
+    self._progress_keys = tuple(progress_keys)
+    self._shown: dict[str, Any] = {}
+    self._bar = tqdm(total=total_steps, initial=start_step, disable=not show_progress,
+                     dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
+    self._wandb = self._init_wandb(config_dict, wandb_mode, project)
+
+  def _truncate_after(self, step: int) -> None:
+    kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
+    with open(self._path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+
+  def _init_wandb(self, config_dict, mode: str, project: str):
+    if mode == "disabled":
+      return None
+    try:
+      import wandb  # imported lazily: it starts a service process
+      run_id = config_hash({"workdir": os.path.abspath(self.workdir), **config_dict})
+      return wandb.init(project=project, dir=self.workdir, mode=mode, id=run_id,
+                        resume="allow", config=dict(config_dict), reinit="finish_previous")
+    except Exception as e:  # a logging backend must never stop training
+      logging.warning("wandb (%s) unavailable, logging to metrics.jsonl only: %s", mode, e)
+      return None
+
+  def log(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Records scalar metrics for `step` (arrays of size 1 are fine)."""
+    record = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._wandb is not None:
+      self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
+    shown = {k.split("/")[-1]: record[k] for k in self._progress_keys if k in record}
+    if shown:
+      self._shown.update(shown)
+      self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else v
+                             for k, v in self._shown.items()}, refresh=False)
+
+  def advance(self, steps: int = 1) -> None:
+    self._bar.update(steps)
+
+  def close(self) -> None:
+    self._bar.close()
+    self._file.close()
+    if self._wandb is not None:
+      self._wandb.finish()

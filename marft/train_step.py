@@ -1,0 +1,162 @@
+"""The generic update: P stacked policies, one `jax.vmap` over them inside one sharded `jax.jit`.
+
+A loss is `loss_fn(model, batch) -> (scalar, metrics)` for ONE policy, where `model` is the NNX
+module rebuilt from `graphdef` and that policy's parameters; the step vmaps it over the leading
+policy axis of the trainable parameters, the optimizer state and the batch (`[P, B, ...]`: each
+policy sees only its own rows). Frozen parameters (a shared base under
+per-policy LoRA adapters) are broadcast to every policy and get no gradient. A policy whose loss
+or gradient is not finite keeps its parameters and optimizer state for that step, and the step
+counts it in `skipped_steps`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from marft import sharding
+
+LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run checkpoints. `params`/`opt_state` leaves have a leading policy axis."""
+
+  step: jax.Array  # int32[]
+  params: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array  # uint32[2] raw key data (orbax-friendly); use `jax.random.wrap_key_data`
+  skipped_steps: jax.Array  # int32[P]: updates skipped for a non-finite loss or gradient
+  extra: Any = None  # algorithm state (target networks, curriculum, ...)
+
+  @property
+  def num_policies(self) -> int:
+    return int(self.skipped_steps.shape[0])
+
+
+def learning_rate_schedule(cfg: Any) -> optax.Schedule:
+  """Linear warmup to `cfg["lr"]`, then `constant`, `cosine` or `linear` decay to `total_steps`."""
+  warmup = int(cfg.get("warmup_steps", 0))
+  decay_steps = max(1, int(cfg["total_steps"]) - warmup)
+  kind = cfg.get("schedule", "constant")
+  if kind == "constant":
+    after = optax.constant_schedule(cfg["lr"])
+  elif kind == "cosine":
+    after = optax.cosine_decay_schedule(cfg["lr"], decay_steps)
+  elif kind == "linear":
+    after = optax.linear_schedule(cfg["lr"], 0.0, decay_steps)
+  else:
+    raise ValueError(f"unknown schedule {kind!r}: constant, cosine or linear")
+  if warmup == 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, cfg["lr"], warmup), after], [warmup])
+
+
+def make_optimizer(cfg: Any) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW with the schedule; no weight decay on vectors (norms, biases).
+
+  Reads `lr, total_steps, warmup_steps, schedule, weight_decay, b1, b2, eps, max_grad_norm`.
+  """
+  decay_matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.get("max_grad_norm", 1.0)),
+      optax.adamw(learning_rate_schedule(cfg), b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
+                  eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0),
+                  mask=decay_matrices),
+  )
+
+
+def init_train_state(params: nnx.State, optimizer: optax.GradientTransformation, seed: int,
+                     mesh: Mesh | None = None, extra: Any = None) -> TrainState:
+  """Places stacked `params` on `mesh` by their logical axes and builds a matching optimizer state."""
+  num_policies = jax.tree.leaves(params)[0].shape[0]
+  init_opt = jax.vmap(optimizer.init)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=jax.eval_shape(init_opt, params),
+                     rng=jax.random.key_data(jax.random.key(seed)),
+                     skipped_steps=jnp.zeros((num_policies,), jnp.int32), extra=extra)
+  if mesh is None:
+    return state.replace(opt_state=init_opt(params))
+  shardings = train_state_shardings(state, optimizer, mesh)
+  params = jax.device_put(params, shardings.params)
+  opt_state = jax.jit(init_opt, out_shardings=shardings.opt_state)(params)
+  rest = jax.device_put((state.step, state.rng, state.skipped_steps, extra),
+                        (shardings.step, shardings.rng, shardings.skipped_steps,
+                         shardings.extra))
+  return TrainState(step=rest[0], params=params, opt_state=opt_state, rng=rest[1],
+                    skipped_steps=rest[2], extra=rest[3])
+
+
+def train_state_shardings(state: TrainState, optimizer: optax.GradientTransformation,
+                          mesh: Mesh) -> TrainState:
+  """Parameter shardings from the logical-axis rules; optimizer moments follow their parameter."""
+  param_shardings = sharding.state_shardings(state.params, mesh, stacked=True)
+  opt_shardings = optax.tree_map_params(
+      optimizer, lambda _, s: s, state.opt_state, param_shardings,
+      transform_non_params=lambda _: sharding.replicated(mesh),
+      is_leaf=lambda x: isinstance(x, nnx.Variable))
+  replicated = sharding.replicated(mesh)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings,
+                    rng=replicated, skipped_steps=replicated,
+                    extra=jax.tree.map(lambda _: replicated, state.extra))
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    graphdef: nnx.GraphDef, *, mesh: Mesh | None = None, state: TrainState | None = None,
+                    frozen: nnx.State | None = None
+                    ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """Returns `step(state, batch) -> (state, metrics)`, jitted (and sharded on `mesh`).
+
+  `graphdef` comes from `nnx.split(module, <trainable filter>, ...)`; the model a loss sees is
+  `nnx.merge(graphdef, params)` or `nnx.merge(graphdef, params, frozen)`. `metrics` are float32
+  arrays of shape `[P]`: the loss's own metrics plus `loss`, `grad_norm` and `finite`. `frozen`
+  params are passed to every call (an argument, not a compiled-in constant). With a mesh, pass
+  a `state` to read its shardings. The input state is donated.
+  """
+
+  def update_one_policy(params, opt_state, frozen, batch):
+    def objective(trainable):
+      states = (trainable,) if frozen is None else (trainable, frozen)
+      return loss_fn(nnx.merge(graphdef, *states), batch)
+
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    chex.assert_rank(loss, 0)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep_if_finite = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep_if_finite, new_params, params)
+    opt_state = jax.tree.map(keep_if_finite, new_opt_state, opt_state)
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "finite": finite}
+    return params, opt_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+
+  def step(state: TrainState, batch: Any, frozen: nnx.State | None):
+    params, opt_state, metrics = jax.vmap(update_one_policy, in_axes=(0, 0, None, 0))(
+        state.params, state.opt_state, frozen, batch)
+    skipped = state.skipped_steps + (metrics["finite"] == 0).astype(jnp.int32)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              skipped_steps=skipped)
+    return new_state, metrics
+
+  if mesh is None:
+    jitted = jax.jit(step, donate_argnums=(0,))
+    return lambda state, batch: jitted(state, batch, frozen)
+  if state is None:
+    raise ValueError("a sharded train step needs the train state to read its shardings")
+  state_shardings = train_state_shardings(state, optimizer, mesh)
+  frozen_shardings = (None if frozen is None
+                      else sharding.state_shardings(frozen, mesh, stacked=False))
+  jitted = jax.jit(step,
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh), frozen_shardings),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=(0,))
+  return lambda state, batch: jitted(state, batch, frozen)

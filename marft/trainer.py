@@ -1,0 +1,100 @@
+"""The outer loop shared by every run: batch, update, log, evaluate, checkpoint, resume.
+
+It knows nothing of algorithms or environments: `batch_fn(state) -> (batch, metrics)` makes the
+next batch (a corpus slice, or a rollout scored by an algorithm's credit assignment) and
+`train_step(state, batch)` is the jitted update from `marft.train_step`. A run is a function of
+(config, seed): batches depend only on the state (its step and RNG), so resuming from a
+checkpoint continues exactly as if uninterrupted.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from absl import logging
+
+from marft.checkpoint import Checkpointer, PreemptionGuard
+from marft.logging import MetricsLogger
+from marft.train_step import TrainState
+
+BatchFn = Callable[[TrainState], tuple[Any, Mapping[str, Any]]]
+EvalFn = Callable[[TrainState], Mapping[str, Any]]
+TrainStepFn = Callable[[TrainState, Any], tuple[TrainState, Any]]
+
+
+class Job(NamedTuple):
+  """What an experiment hands the loop: initial state, jitted update, batches, evaluation."""
+
+  state: TrainState
+  train_step: TrainStepFn
+  batch_fn: BatchFn
+  eval_fn: EvalFn | None = None
+  progress_keys: tuple[str, ...] = ("train/loss",)
+
+
+def summarize_step_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """Per-policy `[P]` train-step metrics -> `train/<name>` (mean) and `train/<name>/p<i>`."""
+  out = {}
+  for name, values in metrics.items():
+    values = np.asarray(values, np.float64)
+    if name == "finite":
+      continue
+    out[f"train/{name}"] = float(values.mean())
+    if values.size > 1 and name == "loss":
+      out.update({f"train/{name}/p{i}": float(v) for i, v in enumerate(values)})
+  return out
+
+
+def run(config: Any, workdir: str, job: Job) -> TrainState:
+  """Trains until `config.total_steps`, resuming from `workdir/checkpoints` when it has any.
+
+  Reads the common keys `total_steps`, `eval_every`, `checkpoint_every`, `log.every`,
+  `log.wandb_mode`, `log.max_to_keep`. Returns the final state (all saves finished).
+  """
+  state, train_step, batch_fn, eval_fn, progress_keys = job
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.log.get("max_to_keep", 3))
+  restored = checkpointer.restore_latest(state)
+  fresh = restored is None
+  if not fresh:
+    state = restored
+    logging.info("resumed from step %d in %s", int(state.step), checkpointer.directory)
+  start = int(state.step)
+  total = int(config.total_steps)
+  logger = MetricsLogger(workdir, config.to_dict(), total_steps=total, start_step=start,
+                         wandb_mode=config.log.wandb_mode,
+                         project=config.log.get("project", "marft"),
+                         progress_keys=progress_keys)
+  log_every = max(1, int(config.log.get("every", 1)))
+  try:
+    if fresh and eval_fn is not None and config.eval_every:
+      logger.log(0, eval_fn(state))
+    with PreemptionGuard() as guard:
+      while int(state.step) < total:
+        started = time.perf_counter()
+        batch, batch_metrics = batch_fn(state)
+        state, step_metrics = train_step(state, batch)
+        step = int(state.step)
+        if step % log_every == 0 or step == total:
+          record = {**batch_metrics, **summarize_step_metrics(jax.device_get(step_metrics)),
+                    "train/skipped_steps": int(np.asarray(state.skipped_steps).sum()),
+                    "perf/step_seconds": time.perf_counter() - started}
+          logger.log(step, record)
+        if eval_fn is not None and config.eval_every and (
+            step % config.eval_every == 0 or step == total):
+          logger.log(step, eval_fn(state))
+        logger.advance()
+        if step % config.checkpoint_every == 0 or step == total or guard.requested:
+          checkpointer.save(step, state)
+        if guard.requested:
+          logging.warning("stopped at step %d after a signal; rerun to resume", step)
+          break
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    logger.close()
+  return state

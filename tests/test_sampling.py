@@ -1,0 +1,123 @@
+"""The sampler against the model's own full forward, computed independently step by step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from marft.models.config import get_model_config
+from marft.models.decoder import build_model
+from marft.sampling import filter_logits, generate, prompt_bucket
+
+PROMPTS = np.array([[5, 6, 7, 8, 0, 0, 0],
+                    [9, 10, 11, 12, 13, 14, 15],
+                    [20, 0, 0, 0, 0, 0, 0]], np.int32)
+LENGTHS = np.array([4, 7, 1], np.int32)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return build_model(get_model_config("tiny", num_layers=2), seed=3)
+
+
+def _full_forward_logprobs(model, prompt, generated):
+  """log-softmax of the full forward over prompt + generated, at each generated token."""
+  sequence = jnp.asarray([list(prompt) + list(generated)], jnp.int32)
+  logits = np.asarray(model(sequence)[0], np.float64)
+  logits -= logits.max(-1, keepdims=True)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  start = len(prompt) - 1
+  return logits, logp[start:start + len(generated)]
+
+
+def test_greedy_is_argmax_of_full_forward_at_every_step(model):
+  out = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12, temperature=0.0)
+  assert out.tokens.shape == (3, 12) and out.tokens.dtype == jnp.int32
+  np.testing.assert_array_equal(out.lengths, [12, 12, 12])
+  for b in range(3):
+    sequence = list(PROMPTS[b, :LENGTHS[b]])
+    for _ in range(12):
+      logits = model(jnp.asarray([sequence], jnp.int32))[0, -1]
+      sequence.append(int(jnp.argmax(logits)))
+    np.testing.assert_array_equal(out.tokens[b], sequence[LENGTHS[b]:])
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.8)])
+def test_sampled_logprobs_are_unmodified_model_logprobs(model, temperature, top_k, top_p):
+  out = generate(model, PROMPTS, LENGTHS, jax.random.key(1), max_new_tokens=9,
+                 temperature=temperature, top_k=top_k, top_p=top_p)
+  assert out.logprobs.dtype == jnp.float32
+  for b in range(3):
+    generated = np.asarray(out.tokens[b])
+    _, logp = _full_forward_logprobs(model, PROMPTS[b, :LENGTHS[b]], generated)
+    expected = logp[np.arange(len(generated)), generated]
+    np.testing.assert_allclose(out.logprobs[b], expected, atol=2e-5)
+    if top_k:  # every sampled token is inside the top-k of its step
+      ranks = (logp > expected[:, None]).sum(-1)
+      assert ranks.max() < top_k
+
+
+def test_same_key_same_tokens_other_key_other_tokens(model):
+  kwargs = dict(max_new_tokens=16, temperature=1.0)
+  a = generate(model, PROMPTS, LENGTHS, jax.random.key(7), **kwargs)
+  b = generate(model, PROMPTS, LENGTHS, jax.random.key(7), **kwargs)
+  c = generate(model, PROMPTS, LENGTHS, jax.random.key(8), **kwargs)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.logprobs, b.logprobs)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_stop_tokens_and_row_limits(model):
+  greedy = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12,
+                    temperature=0.0)
+  stop = int(greedy.tokens[0, 3])  # row 0 meets this token at step 3 (or earlier)
+  first = int(np.argmax(np.asarray(greedy.tokens[0]) == stop))
+  out = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12,
+                 temperature=0.0, stop_ids=(stop,), max_lengths=np.array([12, 5, 12]),
+                 pad_id=99)
+  assert int(out.lengths[0]) == first + 1
+  np.testing.assert_array_equal(out.tokens[0, :first + 1], greedy.tokens[0, :first + 1])
+  assert np.all(np.asarray(out.tokens[0, first + 1:]) == 99)
+  assert np.all(np.asarray(out.logprobs[0, first + 1:]) == 0.0)
+  # Row 1 is cut at its own limit of 5 unless it met the stop token first.
+  stops1 = np.flatnonzero(np.asarray(greedy.tokens[1]) == stop)
+  expected1 = min(5, stops1[0] + 1) if len(stops1) else 5
+  assert int(out.lengths[1]) == expected1
+  assert np.all(np.asarray(out.tokens[1, expected1:]) == 99)
+
+
+def test_padding_width_and_batch_do_not_change_results(model):
+  base = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=6, temperature=0.0)
+  wide = np.zeros((3, 40), np.int32)
+  wide[:, :7] = PROMPTS
+  widened = generate(model, wide, LENGTHS, jax.random.key(0), max_new_tokens=6, temperature=0.0)
+  np.testing.assert_array_equal(base.tokens, widened.tokens)
+  single = generate(model, PROMPTS[1:2], LENGTHS[1:2], jax.random.key(0), max_new_tokens=6,
+                    temperature=0.0)
+  np.testing.assert_array_equal(single.tokens[0], base.tokens[1])
+  assert prompt_bucket(7) == 16 and prompt_bucket(17) == 32 and prompt_bucket(64) == 64
+
+
+def test_filter_logits_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 50)).astype(np.float32)
+  got = np.asarray(filter_logits(jnp.asarray(logits), temperature=0.5, top_k=7, top_p=1.0))
+  for row, out in zip(logits, got):
+    keep = np.argsort(-row)[:7]
+    assert set(np.flatnonzero(out > -1e30)) == set(keep)
+    np.testing.assert_allclose(out[keep], row[keep] / 0.5, rtol=1e-6)
+  got = np.asarray(filter_logits(jnp.asarray(logits), temperature=1.0, top_k=0, top_p=0.6))
+  for row, out in zip(logits, got):
+    order = np.argsort(-row)
+    probs = np.exp(row[order] - row.max())
+    probs /= probs.sum()
+    n_keep = int(np.searchsorted(np.cumsum(probs), 0.6) + 1)  # smallest set with mass >= 0.6
+    assert set(np.flatnonzero(out > -1e30)) == set(order[:n_keep])
+
+
+def test_bad_arguments_are_clear_errors(model):
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=0)
+  with pytest.raises(ValueError, match="length"):
+    generate(model, PROMPTS, np.array([0, 1, 1]), jax.random.key(0), max_new_tokens=2)
+  with pytest.raises(ValueError, match="top_p"):
+    generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=2, top_p=0.0)

@@ -1,0 +1,103 @@
+"""The stacked-policy train step: per-policy isolation, LoRA over a frozen base, non-finite skips."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from ml_collections import ConfigDict
+
+from algorithms import sft
+from marft.models.config import get_model_config
+from marft.models.decoder import build_model
+from marft.policies import policy_params, stack_policies
+from marft.train_step import (init_train_state, learning_rate_schedule, make_optimizer,
+                              make_train_step)
+
+CONFIG = get_model_config("tiny", num_layers=1)
+
+
+def _batch(policies, rows=4, length=10, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"tokens": rng.integers(4, 100, (policies, rows, length)).astype(np.int32),
+          "loss_mask": np.ones((policies, rows, length), np.float32)}
+
+
+def _sgd_step(params, batch, graphdef, lr):
+  """One plain SGD step of one policy, computed without the train step."""
+  def objective(p):
+    return sft.loss(nnx.merge(graphdef, p), batch)[0]
+  loss, grads = jax.value_and_grad(objective)(params)
+  return loss, jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def test_each_policy_trains_only_on_its_rows():
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 2)
+  optimizer = optax.sgd(0.1)
+  state = init_train_state(params, optimizer, seed=0)
+  batch = _batch(2)
+  expected = [_sgd_step(policy_params(params, p), jax.tree.map(lambda x: x[p], batch),
+                        graphdef, 0.1) for p in range(2)]
+  step = make_train_step(sft.loss, optimizer, graphdef)
+  state, metrics = step(state, batch)
+  assert int(state.step) == 1
+  for p in range(2):
+    np.testing.assert_allclose(metrics["loss"][p], expected[p][0], rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(policy_params(state.params, p)),
+                         jax.tree.leaves(expected[p][1])):
+      np.testing.assert_allclose(got, want, atol=1e-6)
+  assert float(metrics["loss"][0]) != float(metrics["loss"][1])
+
+
+def test_lora_only_updates_adapters_and_shares_the_frozen_base():
+  model = build_model(CONFIG.replace(lora_rank=2, lora_targets=("q_proj", "v_proj")))
+  graphdef, lora, base = stack_policies(model, 3, lora_only=True)
+  assert {len(x.shape) for x in jax.tree.leaves(base)} <= {1, 2}  # not stacked
+  optimizer = optax.adam(1e-2)
+  state = init_train_state(lora, optimizer, seed=0)
+  step = make_train_step(sft.loss, optimizer, graphdef, frozen=base)
+  before = jax.tree.map(np.asarray, lora)
+  state, metrics = step(state, _batch(3))
+  changed = [np.abs(a - np.asarray(b)).max() for a, b in
+             zip(jax.tree.leaves(before), jax.tree.leaves(state.params))]
+  assert max(changed) > 0  # adapters moved (B from zero, then A)
+  assert np.all(np.isfinite(metrics["loss"]))
+
+
+def test_non_finite_loss_skips_that_policy_and_counts_it():
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 2)
+  optimizer = optax.adam(1e-2)
+  state = init_train_state(params, optimizer, seed=0)
+
+  def poisoned_loss(model, batch):
+    loss, metrics = sft.loss(model, batch)
+    return jnp.where(batch["poison"], jnp.nan, loss), metrics
+
+  step = make_train_step(poisoned_loss, optimizer, graphdef)
+  before = jax.tree.map(np.asarray, params)
+  batch = {**_batch(2), "poison": np.array([True, False])}
+  state, metrics = step(state, batch)
+  np.testing.assert_array_equal(np.asarray(metrics["finite"]), [0.0, 1.0])
+  np.testing.assert_array_equal(np.asarray(state.skipped_steps), [1, 0])
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a[0], np.asarray(b)[0])  # policy 0 untouched
+  assert max(np.abs(a[1] - np.asarray(b)[1]).max()
+             for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params))) > 0
+  assert int(jax.tree.leaves(state.opt_state)[0][0]) == 0  # its Adam count did not advance
+
+
+def test_schedule_and_weight_decay_mask():
+  cfg = ConfigDict(dict(lr=1.0, total_steps=110, warmup_steps=10, schedule="cosine"))
+  schedule = learning_rate_schedule(cfg)
+  np.testing.assert_allclose([schedule(0), schedule(5), schedule(10)], [0.0, 0.5, 1.0])
+  np.testing.assert_allclose(schedule(60), 0.5 * (1 + np.cos(np.pi * 0.5)), atol=1e-6)
+  np.testing.assert_allclose(schedule(110), 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="schedule"):
+    learning_rate_schedule(dict(lr=1.0, total_steps=5, schedule="step"))
+  # Weight decay touches matrices only: with zero gradients, vectors stay, matrices shrink.
+  optimizer = make_optimizer(dict(lr=0.1, total_steps=10, weight_decay=0.5))
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones((2,))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * np.ones((2, 2)), rtol=1e-6)
+  np.testing.assert_array_equal(updates["b"], np.zeros(2))
