@@ -38,6 +38,8 @@ from marft import sampling  # noqa: E402
 from marft.models import hf  # noqa: E402
 from marft.models.config import NAMED_CONFIGS  # noqa: E402
 
+_MAX_OTHERS_SHARE = 0.1  # CPU share of other processes above which timings are flagged
+
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "8", "32"], "Batch sizes, one row each.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Tokens per prompt (all prompts equal).")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 64, "Generated tokens per row.")
@@ -118,9 +120,35 @@ def _marft_runner(model: Any, prompts: np.ndarray, new_tokens: int
   return run
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+  """`(busy CPU seconds of the whole machine, CPU seconds of this process)`, or None."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+  except OSError:
+    return None
+  busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+  times = os.times()
+  return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+
+
+def _others_share(start: tuple[float, float] | None, wall: float) -> float | None:
+  """Share of all CPUs that other processes used since `start` (over `wall` seconds)."""
+  end = _cpu_seconds()
+  if start is None or end is None:
+    return None
+  others = (end[0] - start[0]) - (end[1] - start[1])
+  return max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
 def _environment() -> list[str]:
+  start, began = _cpu_seconds(), time.perf_counter()
+  time.sleep(1.0)
+  share = _others_share(start, time.perf_counter() - began)
+  load = "unknown" if share is None else f"{share:.0%}"
   return [
-      f"host: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}",
+      f"host: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+      f"CPU share used by other processes just before the run: {load}",
       f"torch {torch.__version__}: torch.get_num_threads()={torch.get_num_threads()}, "
       f"interop threads={torch.get_num_interop_threads()}",
       f"transformers {transformers.__version__}",
@@ -134,6 +162,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   transformers.utils.logging.disable_progress_bar()
   torch.set_num_threads(os.cpu_count() or 1)
+  environment = _environment()
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   prompt_len, new_tokens, repeats = _PROMPT_LEN.value, _NEW_TOKENS.value, _REPEATS.value
   tiny = NAMED_CONFIGS["tiny"]
@@ -144,14 +173,15 @@ def main(argv: list[str]) -> None:
     _build_checkpoint(path)
     hf_models = {attn: _load_hf(path, attn) for attn in attns}
     marft_model, marft_config = hf.load_pretrained(path)
-  print("\n".join(_environment()))
+  print("\n".join(environment))
   print(f"model: random Qwen2, {marft_config.num_params():,} params, float32, shaped like "
         f"marft `tiny` (init std {_INIT_STD.value}); prompts: random ids, length {prompt_len}, "
         f"{new_tokens} greedy new tokens, no stop token; median of {repeats} calls after one "
-        "warm-up call\n", flush=True)
+        "warm-up call", flush=True)
 
-  rows, notes, speedups = [], [], {}
+  rows, notes, speedups, contended = [], [], {}, []
   for batch in batch_sizes:
+    cpu_start, began = _cpu_seconds(), time.perf_counter()
     prompts = rng.integers(0, tiny.vocab_size, (batch, prompt_len)).astype(np.int32)
     hf_results = {attn: _time(_hf_runner(m, prompts, new_tokens), repeats)
                   for attn, m in hf_models.items()}
@@ -164,6 +194,9 @@ def main(argv: list[str]) -> None:
                                                                        mx_tokens.shape)
     same_rows = np.mean(np.all(hf_tokens == mx_tokens, axis=1))
     same_tokens = np.mean(hf_tokens == mx_tokens)
+    others = _others_share(cpu_start, time.perf_counter() - began)
+    if others is not None and others > _MAX_OTHERS_SHARE:
+      contended.append(f"batch {batch}: {others:.0%}")
     generated = batch * new_tokens
     speedups[batch] = hf_median / mx_median
     rows.append([
@@ -174,12 +207,15 @@ def main(argv: list[str]) -> None:
     ])
     timings = ", ".join(f"{a} {r[1] * 1e3:.0f} ms" for a, r in hf_results.items())
     notes.append(f"batch {batch}: transformers median {timings}; marft median "
-                 f"{mx_median * 1e3:.0f} ms; distinct generated ids {len(np.unique(mx_tokens))}")
-    print(f"done batch {batch}", file=sys.stderr, flush=True)
+                 f"{mx_median * 1e3:.0f} ms; distinct generated ids {len(np.unique(mx_tokens))}; "
+                 f"CPU share used by other processes meanwhile "
+                 f"{'unknown' if others is None else f'{others:.0%}'}")
+    print(f"measured batch {batch}", flush=True)
 
   header = ["batch", "prompt len", "new tokens", "hf attn", "transformers tok/s", "marft tok/s",
             "speedup (x)", "same greedy rows", "marft first call s (incl. jit)",
             "transformers first call s"]
+  print()
   print("| " + " | ".join(header) + " |")
   print("|" + "|".join("---" for _ in header) + "|")
   for row in rows:
@@ -191,11 +227,16 @@ def main(argv: list[str]) -> None:
         f"{sampling.prompt_bucket(prompt_len)} slots; tok/s counts real rows only.")
   print("- hf attn: the faster transformers attention at that batch (both are timed when "
         "--hf_attn=auto); its speed is the one reported.")
+  if contended:
+    print(f"- WARNING: other processes used the CPUs during the run ({', '.join(contended)} "
+          "of all CPU time); torch's threads slow down badly on shared cores, so these numbers "
+          "are unreliable. Rerun on an idle machine.")
   target = _TARGET_BATCH.value
   if target in speedups:
     met = "met" if speedups[target] >= _TARGET_SPEEDUP.value else "NOT met"
+    unreliable = " (unreliable, see the warning above)" if contended else ""
     print(f"- target: batch {target} speedup >= {_TARGET_SPEEDUP.value:g}x: {met} "
-          f"({speedups[target]:.1f}x)")
+          f"({speedups[target]:.1f}x){unreliable}")
 
 
 if __name__ == "__main__":

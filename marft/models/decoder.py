@@ -116,14 +116,36 @@ class Linear(nnx.Module):
       self.lora_a = self.lora_b = None
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.astype(self.dtype)
-    y = x @ self.kernel[...].astype(self.dtype)
-    if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
-    if self.lora_a is not None:
-      low_rank = (x @ self.lora_a[...].astype(self.dtype)) @ self.lora_b[...].astype(self.dtype)
-      y = y + self.lora_scale * low_rank
-    return y
+    return fused_linear(x, (self,))[0]
+
+  def adapter(self, x2d: jax.Array) -> jax.Array:
+    """The LoRA term `(alpha / r) x A B` of a flattened input (0 without an adapter)."""
+    if self.lora_a is None:
+      return jnp.zeros((), self.dtype)
+    low_rank = (x2d @ self.lora_a[...].astype(self.dtype)) @ self.lora_b[...].astype(self.dtype)
+    return self.lora_scale * low_rank
+
+
+def fused_linear(x: jax.Array, linears: tuple[Linear, ...]) -> list[jax.Array]:
+  """Applies several projections of the same input as ONE matmul with concatenated kernels.
+
+  Leading dims are flattened to a 2-D matmul; on XLA:CPU both changes speed up the backward
+  pass (about 2x for 2-D, and one large matmul beats three small ones). Parameters stay
+  separate, so checkpoints and LoRA targets are unchanged.
+  """
+  dtype = linears[0].dtype
+  leading = x.shape[:-1]
+  x2d = x.astype(dtype).reshape(-1, x.shape[-1])
+  kernel = jnp.concatenate([l.kernel[...].astype(dtype) for l in linears], axis=1)
+  y = x2d @ kernel
+  if any(l.bias is not None for l in linears):
+    y = y + jnp.concatenate([
+        l.bias[...].astype(dtype) if l.bias is not None else jnp.zeros(l.kernel.shape[1], dtype)
+        for l in linears])
+  sizes = np.cumsum([l.kernel.shape[1] for l in linears])[:-1]
+  outs = jnp.split(y, sizes, axis=1)
+  return [(out + l.adapter(x2d)).reshape(*leading, out.shape[-1])
+          for out, l in zip(outs, linears)]
 
 
 def _linear(config: ModelConfig, name: str, in_features: int, out_features: int,
@@ -157,9 +179,10 @@ class Attention(nnx.Module):
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     cfg = self.config
     b, t, _ = x.shape
-    q = self.q_proj(x).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = self.k_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = self.v_proj(x).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    q, k, v = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))
+    q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     inv_freq = rope_inverse_frequencies(cfg)
@@ -197,7 +220,8 @@ class MLP(nnx.Module):
     self.down_proj = _linear(config, "down_proj", m, d, ("mlp", "embed"), rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    gate, up = fused_linear(x, (self.gate_proj, self.up_proj))
+    return self.down_proj(jax.nn.silu(gate) * up)
 
 
 class Block(nnx.Module):

@@ -1,0 +1,43 @@
+"""metrics.jsonl, config.json, resume truncation, wandb offline."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from marft.logging import MetricsLogger, read_metrics
+
+
+def test_metrics_file_and_truncation_on_resume(tmp_path):
+  workdir = str(tmp_path)
+  logger = MetricsLogger(workdir, {"seed": 1}, total_steps=5, wandb_mode="disabled",
+                         show_progress=False)
+  for step in range(1, 5):
+    logger.log(step, {"train/loss": np.float32(1.0 / step), "eval/success_rate": step * 0.1})
+  logger.close()
+  assert json.load(open(tmp_path / "config.json")) == {"seed": 1}
+  records = read_metrics(workdir)
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  assert records[1]["train/loss"] == float(np.float32(0.5))
+  # A resume from step 2 drops what came after it.
+  logger = MetricsLogger(workdir, {"seed": 1}, total_steps=5, start_step=2,
+                         wandb_mode="disabled", show_progress=False)
+  logger.log(3, {"train/loss": 7.0})
+  logger.close()
+  assert [(r["step"], r["train/loss"]) for r in read_metrics(workdir)] == [
+      (1, 1.0), (2, 0.5), (3, 7.0)]
+  with pytest.raises(ValueError, match="wandb_mode"):
+    MetricsLogger(workdir, {}, total_steps=1, wandb_mode="cloud")
+  logger = MetricsLogger(workdir, {}, total_steps=1, wandb_mode="disabled", show_progress=False)
+  with pytest.raises(ValueError, match="scalar"):
+    logger.log(1, {"train/loss": np.ones(3)})
+  logger.close()
+
+
+def test_wandb_offline_writes_a_local_run(tmp_path):
+  logger = MetricsLogger(str(tmp_path), {"seed": 0}, total_steps=2, wandb_mode="offline",
+                         show_progress=False)
+  logger.log(1, {"train/loss": 0.5})
+  logger.close()
+  runs = [d for d in os.listdir(tmp_path / "wandb") if d.startswith("offline-run")]
+  assert runs, os.listdir(tmp_path / "wandb")
