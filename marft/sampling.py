@@ -1,7 +1,9 @@
 """Batched generation under `jax.jit`: one prefill, then a `lax.while_loop` decode.
 
 The KV cache is allocated inside the compiled program (`prompt bucket + max_new_tokens` slots)
-and updated in place by XLA, so no per-call host buffers exist to donate. Prompt lengths and
+and updated in place by XLA, so no per-call host buffers exist to donate. Prompts fill slots
+`[0, bucket)`; generated token t of every row fills slot `bucket + t`, one uniform in-place
+write per step, while each row keeps its own RoPE positions. Prompt lengths and
 batch sizes are rounded up to buckets so that varying inputs reuse a few compiled programs.
 The loop stops as soon as every row has met a stop token or its length limit.
 """
@@ -18,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from marft.logprobs import token_logprobs
-from marft.models.decoder import Decoder, init_cache
+from marft.models.decoder import EMPTY_POSITION, Decoder, init_cache
 
 _MIN_PROMPT_BUCKET = 16
 _BATCH_MULTIPLE = 8
@@ -65,7 +67,10 @@ def _generate(graphdef, state, prompts, prompt_lengths, max_lengths, stop_ids, k
   model: Decoder = nnx.merge(graphdef, state)
   batch, width = prompts.shape
   cache = init_cache(model.config, batch, width + max_new_tokens)
-  hidden, cache = model.hidden_states(prompts, cache=cache)
+  # Prompt slots [0, width): padding gets EMPTY_POSITION, so no query ever attends to it.
+  slots = jnp.arange(width, dtype=jnp.int32)[None, :]
+  positions = jnp.where(slots < prompt_lengths[:, None], slots, EMPTY_POSITION)
+  hidden, cache = model.hidden_states(prompts, positions, cache, cache_index=0)
   last_hidden = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
   logits = model.logits(last_hidden)
 
@@ -86,8 +91,9 @@ def _generate(graphdef, state, prompts, prompt_lengths, max_lengths, stop_ids, k
     logprobs = logprobs.at[:, step].set(jnp.where(done, 0.0, logprob))
     lengths = lengths + (~done).astype(jnp.int32)
     done = done | jnp.any(token[:, None] == stop_ids[None, :], axis=-1) | (lengths >= max_lengths)
+    # Generated token `step` of every row goes to slot width + step, at position len + step.
     positions = (prompt_lengths + step)[:, None]
-    next_logits, cache = model.decode(token[:, None], positions, cache)
+    next_logits, cache = model.decode(token[:, None], positions, cache, width + step)
     return step + 1, next_logits[:, 0], cache, tokens, logprobs, done, lengths
 
   init = (jnp.int32(0), logits, cache,

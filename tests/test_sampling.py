@@ -33,10 +33,15 @@ def test_greedy_is_argmax_of_full_forward_at_every_step(model):
   out = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12, temperature=0.0)
   assert out.tokens.shape == (3, 12) and out.tokens.dtype == jnp.int32
   np.testing.assert_array_equal(out.lengths, [12, 12, 12])
+  # A causal model's logits at position t ignore later tokens, so one fixed-width jitted forward
+  # (zero-padded at the end) gives the next-token logits at every step.
+  forward = jax.jit(lambda tokens: model(tokens))
   for b in range(3):
     sequence = list(PROMPTS[b, :LENGTHS[b]])
     for _ in range(12):
-      logits = model(jnp.asarray([sequence], jnp.int32))[0, -1]
+      padded = np.zeros((1, 32), np.int32)
+      padded[0, :len(sequence)] = sequence
+      logits = forward(jnp.asarray(padded))[0, len(sequence) - 1]
       sequence.append(int(jnp.argmax(logits)))
     np.testing.assert_array_equal(out.tokens[b], sequence[LENGTHS[b]:])
 

@@ -22,25 +22,38 @@ from flax import nnx
 from marft.models.config import ModelConfig
 
 _INIT_STD = 0.02
+_FUSE_MIN_ROWS = 256  # below this many rows, separate matmuls beat one concatenated matmul
+
+
+# Position of an empty cache slot (or of a padding token): never visible to any query.
+EMPTY_POSITION = np.iinfo(np.int32).max
 
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer key/value buffers `[B, S, kv_heads, head_dim]`; slot index == position."""
+  """Per-layer key/value buffers `[B, S, kv_heads, head_dim]` and each slot's position `[B, S]`.
+
+  A chunk is written at slots `[index, index + T)` (the same for every row, so the write is one
+  in-place `dynamic_update_slice`); a query at position p sees the slots whose position is <= p.
+  Slots and positions are independent, so right-padded prompts and per-row lengths need no
+  per-row scatter: padding slots carry `EMPTY_POSITION`.
+  """
 
   keys: tuple[jax.Array, ...]
   values: tuple[jax.Array, ...]
+  positions: jax.Array
 
   @property
   def max_length(self) -> int:
-    return self.keys[0].shape[1]
+    return self.positions.shape[1]
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int) -> KVCache:
-  """Zero KV cache able to hold `max_length` positions per row."""
+  """An empty KV cache able to hold `max_length` slots per row."""
   shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
   zeros = tuple(jnp.zeros(shape, config.activation_dtype) for _ in range(config.num_layers))
-  return KVCache(keys=zeros, values=tuple(jnp.zeros_like(z) for z in zeros))
+  return KVCache(keys=zeros, values=tuple(jnp.zeros_like(z) for z in zeros),
+                 positions=jnp.full((batch_size, max_length), EMPTY_POSITION, jnp.int32))
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> np.ndarray:
@@ -126,6 +139,13 @@ class Linear(nnx.Module):
     return self.lora_scale * low_rank
 
 
+def _project(x2d: jax.Array, linear: Linear) -> jax.Array:
+  y = x2d @ linear.kernel[...].astype(linear.dtype)
+  if linear.bias is not None:
+    y = y + linear.bias[...].astype(linear.dtype)
+  return y + linear.adapter(x2d)
+
+
 def fused_linear(x: jax.Array, linears: tuple[Linear, ...]) -> list[jax.Array]:
   """Applies several projections of the same input as ONE matmul with concatenated kernels.
 
@@ -136,6 +156,8 @@ def fused_linear(x: jax.Array, linears: tuple[Linear, ...]) -> list[jax.Array]:
   dtype = linears[0].dtype
   leading = x.shape[:-1]
   x2d = x.astype(dtype).reshape(-1, x.shape[-1])
+  if x2d.shape[0] < _FUSE_MIN_ROWS:  # decoding: concatenating kernels costs more than it saves
+    return [_project(x2d, l).reshape(*leading, -1) for l in linears]
   kernel = jnp.concatenate([l.kernel[...].astype(dtype) for l in linears], axis=1)
   y = x2d @ kernel
   if any(l.bias is not None for l in linears):
@@ -174,9 +196,11 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x: jax.Array, positions: jax.Array,
-               cache: tuple[jax.Array, jax.Array] | None
+  def __call__(self, x: jax.Array, positions: jax.Array, key_positions: jax.Array,
+               cache: tuple[jax.Array, jax.Array] | None, cache_index: int | jax.Array
                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """`key_positions: [B, S']` are the positions of the keys attended to: the chunk's own
+    (no cache) or the cache's first S' slots after this chunk is written at `cache_index`."""
     cfg = self.config
     b, t, _ = x.shape
     q, k, v = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))
@@ -189,24 +213,32 @@ class Attention(nnx.Module):
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
 
-    if cache is None:
-      key_positions = positions
-    else:
-      rows = jnp.arange(b)[:, None]
-      k = cache[0].at[rows, positions].set(k.astype(cache[0].dtype))
-      v = cache[1].at[rows, positions].set(v.astype(cache[1].dtype))
-      cache = (k, v)
-      key_positions = jnp.broadcast_to(jnp.arange(k.shape[1]), (b, k.shape[1]))
-    # Slot s is visible from query position p iff pos(s) <= p (causal; future slots hidden).
-    mask = key_positions[:, None, :] <= positions[:, :, None]  # [B, T, S]
+    if cache is not None:
+      start = (0, cache_index, 0, 0)
+      cache = (jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start),
+               jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start))
+      k, v = cache[0][:, :key_positions.shape[1]], cache[1][:, :key_positions.shape[1]]
+    # A key is visible from a query iff its position is not after the query's (causal; empty
+    # and padding slots carry EMPTY_POSITION and are never visible).
+    mask = key_positions[:, None, :] <= positions[:, :, None]  # [B, T, S']
 
     groups = cfg.num_heads // cfg.num_kv_heads
     q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) / math.sqrt(cfg.head_dim)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(x.dtype))
+    k, v = k.astype(q.dtype), v.astype(q.dtype)
+    neg_inf = jnp.finfo(jnp.float32).min
+    if t == 1:
+      # One query (decoding): broadcast-multiply-sum reads the cache in place, where an einsum
+      # would transpose the whole cache every step.
+      scores = (q[:, 0, None].astype(jnp.float32) * k[:, :, :, None, :]).sum(-1)  # [B,S,K,G]
+      scores = jnp.where(mask[:, 0, :, None, None], scores / math.sqrt(cfg.head_dim), neg_inf)
+      probs = jax.nn.softmax(scores, axis=1).astype(x.dtype)
+      out = (probs[..., None] * v[:, :, :, None, :]).sum(1)[:, None]  # [B,1,K,G,D]
+    else:
+      scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+                          preferred_element_type=jnp.float32) / math.sqrt(cfg.head_dim)
+      scores = jnp.where(mask[:, None, None], scores, neg_inf)
+      probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+      out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return self.o_proj(out.reshape(b, t, cfg.num_heads * cfg.head_dim)), cache
 
 
@@ -235,8 +267,8 @@ class Block(nnx.Module):
                                        config.storage_dtype, "embed")
     self.mlp = MLP(config, rngs)
 
-  def __call__(self, x, positions, cache):
-    attn_out, cache = self.attn(self.input_norm(x), positions, cache)
+  def __call__(self, x, positions, key_positions, cache, cache_index):
+    attn_out, cache = self.attn(self.input_norm(x), positions, key_positions, cache, cache_index)
     x = x + attn_out
     return x + self.mlp(self.post_attention_norm(x)), cache
 
@@ -264,28 +296,40 @@ class Decoder(nnx.Module):
     return self.logits(hidden)
 
   def hidden_states(self, tokens: jax.Array, positions: jax.Array | None = None,
-                    cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-    """Final-norm hidden states `[B, T, D]`; writes this chunk's keys/values into `cache`.
+                    cache: KVCache | None = None, cache_index: int | jax.Array = 0
+                    ) -> tuple[jax.Array, KVCache | None]:
+    """Final-norm hidden states `[B, T, D]`; with a cache, also writes the chunk into it.
 
-    `positions: int32[B, T]` defaults to `0..T-1`. With a cache, the chunk attends to every
-    cache slot at a position not after its own, so decoding one token at a time and a full
-    forward give the same hidden states.
+    `positions: int32[B, T]` (RoPE positions) default to `0..T-1`. With a cache the chunk goes
+    to slots `[cache_index, cache_index + T)` and attends to every cache slot at a position not
+    after its own, so decoding token by token equals the full forward. A static (Python int)
+    `cache_index` limits attention to the slots before the chunk's end (a prefill at 0 attends
+    only within itself); a traced one attends over the whole cache.
     """
     chex.assert_rank(tokens, 2)
     b, t = tokens.shape
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     chex.assert_shape(positions, (b, t))
+    if cache is None:
+      key_positions = positions
+    else:
+      cache_positions = jax.lax.dynamic_update_slice(cache.positions,
+                                                     positions.astype(jnp.int32),
+                                                     (0, cache_index))
+      visible = cache_index + t if isinstance(cache_index, int) else cache.max_length
+      key_positions = cache_positions[:, :visible]
     x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.activation_dtype)
     new_keys, new_values = [], []
     for i, layer in enumerate(self.layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-      x, layer_cache = layer(x, positions, layer_cache)
+      x, layer_cache = layer(x, positions, key_positions, layer_cache, cache_index)
       if cache is not None:
         new_keys.append(layer_cache[0])
         new_values.append(layer_cache[1])
-    new_cache = None if cache is None else KVCache(keys=tuple(new_keys), values=tuple(new_values))
-    return self.final_norm(x), new_cache
+    if cache is not None:
+      cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), positions=cache_positions)
+    return self.final_norm(x), cache
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Projects hidden states `[..., D]` to float32 logits `[..., V]`."""
@@ -295,10 +339,10 @@ class Decoder(nnx.Module):
     return jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(hidden.dtype),
                       preferred_element_type=jnp.float32)
 
-  def decode(self, tokens: jax.Array, positions: jax.Array, cache: KVCache
-             ) -> tuple[jax.Array, KVCache]:
-    """Logits of a chunk given everything already in `cache`, and the updated cache."""
-    hidden, cache = self.hidden_states(tokens, positions, cache)
+  def decode(self, tokens: jax.Array, positions: jax.Array, cache: KVCache,
+             cache_index: int | jax.Array) -> tuple[jax.Array, KVCache]:
+    """Logits of a chunk written at `cache_index` given what `cache` holds, and the new cache."""
+    hidden, cache = self.hidden_states(tokens, positions, cache, cache_index)
     return self.logits(hidden), cache
 
 

@@ -74,7 +74,8 @@ def test_loaded_logits_match_reference(tmp_path, family, tied):
   steps = []
   for t in range(tokens.shape[1]):
     positions = jnp.full((tokens.shape[0], 1), t, jnp.int32)
-    logits, cache = model.decode(jnp.asarray(tokens[:, t:t + 1], jnp.int32), positions, cache)
+    logits, cache = model.decode(jnp.asarray(tokens[:, t:t + 1], jnp.int32), positions, cache,
+                                 jnp.int32(t))
     steps.append(np.asarray(logits))
   np.testing.assert_allclose(np.concatenate(steps, axis=1), expected, atol=TOL, rtol=0)
 
