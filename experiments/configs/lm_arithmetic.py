@@ -3,8 +3,9 @@
   python -m launch.train                       # this is the default config
   python -m launch.train --config=experiments/configs/lm_arithmetic.py --workdir=runs/lm
 
-Expected (2 CPU cores): held-out exact-match accuracy (greedy) of `a+b=` completions rises from
-0 to EXPECTED_ACCURACY within EXPECTED_MINUTES; the loss falls from ~4.8 to EXPECTED_LOSS.
+Measured (2 CPU cores, 1.5 minutes wall clock including compilation, seed 0): greedy exact-match
+accuracy of `a+b=` completions on held-out pairs 0.004 -> 0.34 (step 750) -> 0.94 (step 1500);
+train loss 4.9 -> 1.01 (the operands themselves are unpredictable, so ~0.9 is the floor).
 """
 import ml_collections
 
