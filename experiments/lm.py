@@ -40,7 +40,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   def eval_fn(state):
     model = nnx.merge(graphdef, policy_params(state.params, 0))
     out = generate(model, prompts, lengths, jax.random.key(0), max_new_tokens=5,
-                   temperature=0.0, stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
+                   temperature=0.0, stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
+                   mesh=mesh)
     tokens, counts = np.asarray(out.tokens), np.asarray(out.lengths)
     correct = [tokenizer.decode(t[:n]) == answer
                for t, n, answer in zip(tokens, counts, answers)]

@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
+from marft import sharding
 from marft.logprobs import token_logprobs
 from marft.models.decoder import EMPTY_POSITION, Decoder, init_cache
 
@@ -90,7 +92,7 @@ def _generate(graphdef, state, prompts, prompt_lengths, max_lengths, stop_ids, k
     tokens = tokens.at[:, step].set(token)
     logprobs = logprobs.at[:, step].set(jnp.where(done, 0.0, logprob))
     lengths = lengths + (~done).astype(jnp.int32)
-    done = done | jnp.any(token[:, None] == stop_ids[None, :], axis=-1) | (lengths >= max_lengths)
+    done = done | jnp.any(token[:, None] == stop_ids, axis=-1) | (lengths >= max_lengths)
     # Generated token `step` of every row goes to slot width + step, at position len + step.
     positions = (prompt_lengths + step)[:, None]
     next_logits, cache = model.decode(token[:, None], positions, cache, width + step)
@@ -107,13 +109,16 @@ def _generate(graphdef, state, prompts, prompt_lengths, max_lengths, stop_ids, k
 def generate(model: Decoder, prompts: jax.Array | np.ndarray,
              prompt_lengths: jax.Array | np.ndarray, key: jax.Array, *, max_new_tokens: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             stop_ids: Sequence[int] = (), max_lengths: jax.Array | np.ndarray | None = None,
-             pad_id: int = 0) -> SampleOutput:
+             stop_ids: Sequence[int] | np.ndarray = (),
+             max_lengths: jax.Array | np.ndarray | None = None, pad_id: int = 0,
+             mesh: Mesh | None = None) -> SampleOutput:
   """Samples continuations of right-padded prompts `int32[B, P]` of lengths `int32[B]`.
 
   `temperature=0` is greedy (argmax); `top_k=0` and `top_p=1` disable truncation. A row ends at
   a token in `stop_ids` (kept in its output) or after `max_lengths[b]` tokens (default
-  `max_new_tokens`). The same `key` and inputs give the same tokens.
+  `max_new_tokens`); `stop_ids` is one list for every row or an `int[B, S]` array per row (-1
+  pads). With a `mesh`, rows are split over its batch axes (parameters keep the sharding they
+  were placed with). The same `key` and inputs give the same tokens.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -130,21 +135,36 @@ def generate(model: Decoder, prompts: jax.Array | np.ndarray,
   if max_lengths is None:
     max_lengths = np.full((batch,), max_new_tokens, np.int32)
   max_lengths = np.minimum(np.asarray(max_lengths, np.int32), max_new_tokens)
+  stops = np.asarray(stop_ids, np.int32)
+  if stops.ndim <= 1:
+    stops = np.broadcast_to(stops.reshape(1, -1), (batch, stops.size))
+  chex.assert_shape(stops, (batch, None))
+  if stops.shape[1] == 0:
+    stops = np.full((batch, 1), -1, np.int32)
 
   # Round the batch and the prompt width up to buckets; padded rows are finished from the start.
   width = prompt_bucket(prompt_lengths.max())
-  padded_batch = -(-batch // _BATCH_MULTIPLE) * _BATCH_MULTIPLE
-  padded = np.full((padded_batch, width), pad_id, np.int32)
+  multiple = _BATCH_MULTIPLE
+  if mesh is not None:
+    multiple = int(np.lcm(multiple, sharding.batch_shards(mesh)))
+  padded_batch = -(-batch // multiple) * multiple
+  rows = {
+      "prompts": np.full((padded_batch, width), pad_id, np.int32),
+      "lengths": np.ones((padded_batch,), np.int32),
+      "limits": np.zeros((padded_batch,), np.int32),
+      "stops": np.full((padded_batch, stops.shape[1]), -1, np.int32),
+  }
   columns = min(width, prompts.shape[1])
-  padded[:batch, :columns] = prompts[:, :columns]
-  lengths = np.ones((padded_batch,), np.int32)
-  lengths[:batch] = prompt_lengths
-  row_limits = np.zeros((padded_batch,), np.int32)
-  row_limits[:batch] = max_lengths
-  stops = np.asarray(list(stop_ids) or [-1], np.int32)
+  rows["prompts"][:batch, :columns] = prompts[:, :columns]
+  rows["lengths"][:batch] = prompt_lengths
+  rows["limits"][:batch] = max_lengths
+  rows["stops"][:batch] = stops
+  if mesh is not None:
+    rows = jax.device_put(rows, sharding.batch_sharding(mesh, stacked=False))
 
   graphdef, state = nnx.split(model)
-  out = _generate(graphdef, state, padded, lengths, row_limits, stops, key,
-                  max_new_tokens=max_new_tokens, temperature=float(temperature),
-                  top_k=int(top_k), top_p=float(top_p), pad_id=int(pad_id))
+  out = _generate(graphdef, state, rows["prompts"], rows["lengths"], rows["limits"],
+                  rows["stops"], key, max_new_tokens=max_new_tokens,
+                  temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                  pad_id=int(pad_id))
   return SampleOutput(*(x[:batch] for x in out))

@@ -107,6 +107,11 @@ def batch_sharding(mesh: Mesh, *, stacked: bool = True,
   return NamedSharding(mesh, PartitionSpec(*spec))
 
 
+def batch_shards(mesh: Mesh, rules: Sequence[tuple[str, Any]] = LOGICAL_RULES) -> int:
+  """How many ways batch rows are split on `mesh` (batch sizes must be a multiple of it)."""
+  return math.prod(mesh.shape[a] for a in _as_tuple(dict(rules).get("batch")))
+
+
 def _as_tuple(target: str | tuple[str, ...] | None) -> tuple[str, ...]:
   return (target,) if isinstance(target, str) else tuple(target or ())
 

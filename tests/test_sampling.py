@@ -126,3 +126,18 @@ def test_bad_arguments_are_clear_errors(model):
     generate(model, PROMPTS, np.array([0, 1, 1]), jax.random.key(0), max_new_tokens=2)
   with pytest.raises(ValueError, match="top_p"):
     generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=2, top_p=0.0)
+
+
+def test_per_row_stop_ids(model):
+  greedy = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12,
+                    temperature=0.0)
+  tokens = np.asarray(greedy.tokens)
+  # Row b stops at its own token tokens[b, b + 2]; the other rows' stop tokens do not apply.
+  per_row = np.full((3, 2), -1, np.int32)
+  for b in range(3):
+    per_row[b, 0] = tokens[b, b + 2]
+  out = generate(model, PROMPTS, LENGTHS, jax.random.key(0), max_new_tokens=12,
+                 temperature=0.0, stop_ids=per_row)
+  for b in range(3):
+    first = int(np.argmax(tokens[b] == per_row[b, 0]))
+    assert int(out.lengths[b]) == first + 1

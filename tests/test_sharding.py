@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import hypothesis
+import hypothesis.strategies as st
 import jax
+import numpy as np
 import pytest
 
 from marft.sharding import MESH_AXES, logical_to_spec, make_mesh
@@ -47,6 +50,10 @@ def test_parameters_are_sharded_as_the_rules_say(multidevice):
   assert multidevice["(8, 1, 1)"]["specs"]["embed"] == "P(None, None, None)"
 
 
+def test_sharded_generation_matches_one_device(multidevice):
+  assert multidevice["sharded_generation_matches"]
+
+
 def test_rules_drop_axes_that_do_not_divide_or_repeat():
   mesh = jax.sharding.AbstractMesh((2, 4, 2), MESH_AXES)
   spec = jax.sharding.PartitionSpec
@@ -62,3 +69,21 @@ def test_mesh_errors_are_clear():
   with pytest.raises(ValueError, match="at most one"):
     make_mesh(-1, -1, 1)
   assert dict(make_mesh(-1, 1, 1).shape) == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(
+    sizes=st.tuples(*[st.sampled_from([1, 2, 3, 4]) for _ in range(3)]),
+    axes=st.lists(st.sampled_from(["vocab", "embed", "mlp", "heads", "kv_heads", "head_dim",
+                                   "policies", None]), min_size=1, max_size=4),
+    dims=st.lists(st.integers(1, 48), min_size=4, max_size=4))
+def test_every_spec_is_valid_for_its_array(sizes, axes, dims):
+  """Whatever the mesh and shape: each mesh axis at most once, and every split divides."""
+  mesh = jax.sharding.AbstractMesh(sizes, MESH_AXES)
+  shape = dims[:len(axes)]
+  spec = logical_to_spec(axes, shape, mesh)
+  used = [a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)]
+  assert len(used) == len(set(used))
+  for entry, dim in zip(spec, shape):
+    names = () if entry is None else ((entry,) if isinstance(entry, str) else entry)
+    assert dim % int(np.prod([mesh.shape[a] for a in names])) == 0
