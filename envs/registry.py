@@ -1,0 +1,28 @@
+"""Text tasks by name. Each task module exposes the same four names:
+
+- `NAME: str`
+- `default_config() -> dict`: the tiny-scale defaults (sizes, difficulty, max_turns, ...).
+- `generate_task(seed: int, split: str, cfg: dict) -> dict`: one JSON-serialisable instance of
+  the `"train"` or `"test"` split; the two splits never share an instance.
+- `make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> Workflow`: `kind` is
+  `"single"` (one agent) or `"mas"` (the paper's multi-agent workflow).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+TASKS = {
+    "plan_path": "envs.plan_path",
+    "sokoban": "envs.sokoban",
+    "sudoku": "envs.sudoku",
+    "math": "envs.math_task",
+    "code": "envs.code",
+}
+
+
+def get_task(name: str) -> ModuleType:
+  """The task module registered as `name`."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+  return importlib.import_module(TASKS[name])

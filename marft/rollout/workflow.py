@@ -1,0 +1,101 @@
+"""The contract between text tasks (`envs/`) and the rollout engine.
+
+A `Workflow` is one episode of one task under one arrangement of agents (Flex-POMDP): it says
+which roles act in each stage of a turn (a stage's roles act in parallel; later stages see
+earlier stages' outputs), renders each role's prompt from the current state and transcript,
+parses each response into an action, applies or simulates it, and scores it. Text in, text
+out; plain Python. Malformed responses are never exceptions: they are invalid actions with
+their penalty (`RoleOutcome.invalid`).
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import dataclasses
+from typing import Any
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclasses.dataclass
+class RoleOutcome:
+  """What one role's action earned: its local reward, and whether it failed to parse."""
+
+  reward: float
+  invalid: bool = False
+
+
+@dataclasses.dataclass
+class StageResult:
+  """Outcomes of one stage: per acting role, plus the team reward of this stage."""
+
+  outcomes: dict[str, RoleOutcome]
+  team_reward: float = 0.0
+
+
+class Workflow(abc.ABC):
+  """One episode. Subclasses hold the task state and the transcript; `clone` deep-copies.
+
+  The episode lasts at most `max_turns` turns; `done` turns true when it is solved, failed,
+  or the last stage of the last turn has acted (the workflow applies any failure penalty in
+  that stage's outcomes itself).
+  """
+
+  #: every role this workflow can ask to act, in a fixed order (role ids index this tuple)
+  roles: tuple[str, ...] = ()
+
+  def __init__(self, task: Any, max_turns: int):
+    self.task = task
+    self.max_turns = max_turns
+    self.turn = 0  # completed turns
+    self.stage = 0  # index into stages() within the current turn
+
+  @abc.abstractmethod
+  def stages(self) -> tuple[tuple[str, ...], ...]:
+    """The roles acting in each stage of a turn, e.g. `(("tool",), ("plan",))`."""
+
+  @abc.abstractmethod
+  def prompt(self, role: str) -> list[Message]:
+    """The chat messages `role` sees now (rendered from the current state)."""
+
+  @abc.abstractmethod
+  def act(self, responses: dict[str, str]) -> StageResult:
+    """Applies the current stage's responses (one per acting role) and scores them.
+
+    Implementations call `self.advance()` at the end to move to the next stage/turn.
+    """
+
+  @abc.abstractmethod
+  def expert_response(self, role: str) -> str:
+    """A correct response for `role` in the current state (solver output), for demonstrations."""
+
+  @property
+  @abc.abstractmethod
+  def success(self) -> bool:
+    """Whether the task is solved."""
+
+  @property
+  def done(self) -> bool:
+    return self.success or self.turn >= self.max_turns or self.failed
+
+  @property
+  def failed(self) -> bool:
+    """Whether the episode ended early without success (e.g. an unrecoverable state)."""
+    return False
+
+  def acting_roles(self) -> tuple[str, ...]:
+    return self.stages()[self.stage]
+
+  def advance(self) -> None:
+    """Moves to the next stage, or to the next turn after the last stage."""
+    self.stage += 1
+    if self.stage == len(self.stages()):
+      self.stage = 0
+      self.turn += 1
+
+  @property
+  def last_stage_of_last_turn(self) -> bool:
+    return self.stage == len(self.stages()) - 1 and self.turn == self.max_turns - 1
+
+  def clone(self) -> "Workflow":
+    return copy.deepcopy(self)

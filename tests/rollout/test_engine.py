@@ -1,0 +1,121 @@
+"""The rollout engine on a scripted policy and a toy two-role workflow, checked by hand."""
+import numpy as np
+import pytest
+
+import jax
+
+from marft.rollout.engine import RolloutConfig, Sample, collect
+from marft.rollout.workflow import RoleOutcome, StageResult, Workflow
+from marft.tokenizers import CharTokenizer
+
+TOK = CharTokenizer()
+
+
+class GuessWorkflow(Workflow):
+  """Tool proposes a digit (0.5 if right), then plan answers (1 if right: solved)."""
+
+  roles = ("tool", "plan")
+
+  def __init__(self, task, max_turns):
+    super().__init__(task, max_turns)
+    self.solved = False
+    self.proposal = ""
+
+  def stages(self):
+    return (("tool",), ("plan",))
+
+  def prompt(self, role):
+    if role == "tool":
+      return [{"role": "user", "content": f"T{self.turn}"}]
+    return [{"role": "user", "content": f"P{self.turn}{self.proposal}"}]
+
+  def act(self, responses):
+    (role, text), = responses.items()
+    right = text == self.task["target"]
+    if role == "tool":
+      self.proposal = text[:1]
+      result = StageResult({"tool": RoleOutcome(0.5 if right else 0.0, invalid=not text.isdigit())})
+    else:
+      self.solved = right
+      result = StageResult({"plan": RoleOutcome(1.0 if right else 0.0)}, team_reward=float(right))
+    self.advance()
+    return result
+
+  def expert_response(self, role):
+    return self.task["target"]
+
+  @property
+  def success(self):
+    return self.solved
+
+
+def scripted(answers):
+  """A sampler answering from a queue of strings, in request order, with logprob -0.5."""
+  queue = list(answers)
+  calls = []
+
+  def sample(prompts, key):
+    calls.append([TOK.decode(p) for p in prompts])
+    out = []
+    for _ in prompts:
+      ids = TOK.encode(queue.pop(0)) + [TOK.eos_id]
+      out.append(Sample(np.asarray(ids, np.int32), np.full(len(ids), -0.5, np.float32)))
+    return out
+
+  sample.calls = calls
+  return sample
+
+
+def test_tree_sampling_rows_groups_and_best_branch():
+  tool, plan = scripted(["1", "3"]), scripted(["2", "3"])
+  rollout = collect([GuessWorkflow({"target": "3"}, max_turns=2)], [tool, plan], TOK,
+                    jax.random.key(0), mapping={"tool": 0, "plan": 1},
+                    config=RolloutConfig(k=2, tree=True))
+  b = rollout.batch
+  # Stage 1: tool candidates "1", "3" (group task 0/tool/turn 0); branch 1 wins (0.5 > 0).
+  # Stage 2: both copies continue from branch 1, so both plan prompts show the proposal "3".
+  assert plan.calls == [["P03\n>", "P03\n>"]]
+  assert tool.calls == [["T0\n>", "T0\n>"]]
+  np.testing.assert_array_equal(b.role_id, [0, 0, 1, 1])
+  np.testing.assert_array_equal(b.policy_id, [0, 0, 1, 1])
+  np.testing.assert_array_equal(b.turn_id, [0, 0, 0, 0])
+  np.testing.assert_array_equal(b.task_id, [0, 0, 0, 0])
+  np.testing.assert_array_equal(b.branch_id, [0, 1, 0, 1])
+  np.testing.assert_allclose(b.reward, [0.0, 0.5, 0.0, 1.0])
+  np.testing.assert_allclose(b.team_reward, [0.0, 0.0, 0.0, 1.0])
+  np.testing.assert_allclose(b.episode_return, [1.0, 1.0, 1.0, 1.0])  # chosen path: 0 + 1
+  # Row 1: prompt "<bos>T0\n>" (5 ids) then response "3<eos>" (2 ids), masked and scored.
+  prompt = TOK.chat([{"role": "user", "content": "T0"}])
+  np.testing.assert_array_equal(b.tokens[1, :7], prompt + TOK.encode("3") + [TOK.eos_id])
+  np.testing.assert_array_equal(b.loss_mask[1, :8], [0, 0, 0, 0, 0, 1, 1, 0])
+  np.testing.assert_allclose(b.behavior_logp[1, 5:7], [-0.5, -0.5])
+  assert b.behavior_logp[1, :5].sum() == 0 and b.loss_mask.sum() == 8
+  assert rollout.metrics["rollout/success_rate"] == 1.0
+  assert rollout.metrics["rollout/invalid_actions"] == 0.0
+  assert rollout.transcripts[0]["success"] and len(rollout.transcripts[0]["steps"]) == 2
+
+
+def test_independent_copies_run_their_own_episodes():
+  # Branch 0 fails turn 0 and plays turn 1; branch 1 solves at turn 0.
+  # One shared policy answers in request order: turn 0 tools (b0 "x" invalid, b1 "3"), turn 0
+  # plans (b0 "2", b1 "3": branch 1 solved), then branch 0 alone: tool "3", plan "3".
+  shared = scripted(["x", "3", "2", "3", "3", "3"])
+  rollout = collect([GuessWorkflow({"target": "3"}, max_turns=2)], [shared], TOK,
+                    jax.random.key(0), mapping={"tool": 0, "plan": 0},
+                    config=RolloutConfig(k=2, tree=False))
+  b = rollout.batch
+  np.testing.assert_array_equal(b.episode_id, [0, 1, 0, 1, 0, 0])
+  np.testing.assert_array_equal(b.turn_id, [0, 0, 0, 0, 1, 1])
+  np.testing.assert_array_equal(b.role_id, [0, 0, 1, 1, 0, 1])
+  np.testing.assert_array_equal(b.policy_id, [0] * 6)
+  np.testing.assert_allclose(b.reward, [0.0, 0.5, 0.0, 1.0, 0.5, 1.0])
+  np.testing.assert_allclose(b.episode_return, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+  assert rollout.metrics["rollout/success_rate"] == 1.0
+  assert rollout.metrics["rollout/invalid_actions"] == 1.0
+  assert rollout.metrics["rollout/rows"] == 6.0
+
+
+def test_missing_role_mapping_is_a_clear_error():
+  with pytest.raises(ValueError, match="plan"):
+    collect([GuessWorkflow({"target": "3"}, 1)], [scripted([])], TOK, jax.random.key(0),
+            mapping={"tool": 0}, config=RolloutConfig(k=1))
