@@ -20,6 +20,8 @@ setuptools.setup(
         "safetensors>=0.4",
         "tokenizers>=0.21",
         "tensorflow-datasets>=4.9.7",
+        # tensorflow-datasets locates builder packages with it but does not declare it.
+        "importlib_resources>=6.0",
         "numpy>=1.26",
         "tqdm>=4.66",
         "matplotlib>=3.8",

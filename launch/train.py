@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from absl import app, flags, logging
+from jax.sharding import Mesh
 from ml_collections import config_flags
 
 import experiments.configs
-from experiments import common, lm
+from experiments import common, lm, pretrain
 from marft import sharding, trainer
 from marft.logging import config_hash
 
@@ -24,7 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Run directory (default runs/<config name>-<config hash>).")
 
 # algo.name -> the experiment module whose build(config, mesh) returns a trainer.Job.
-JOBS = {"sft": lm}
+JOBS = {"sft": lm, "pretrain": pretrain}
 
 
 def default_workdir(config_path: str, config_dict: dict) -> str:
@@ -48,16 +50,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     _unknown_key_exit(e)
 
 
-def define_config_flag() -> flags.FlagHolder:
+def define_config_flag(default: str = DEFAULT_CONFIG) -> flags.FlagHolder:
   """`--config`; ml_collections reads the `--config.*` overrides already when it is defined."""
   try:
-    return config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
+    return config_flags.DEFINE_config_file("config", default,
                                            "Experiment config file (experiments/configs/*.py).")
   except (AttributeError, KeyError) as e:
     _unknown_key_exit(e)
 
 
-def main(argv: list[str]) -> None:
+def prepare_run(argv: list[str]) -> tuple[Any, Mesh]:
+  """Validated config (one clear error otherwise), distributed set-up and the device mesh."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
@@ -71,7 +74,11 @@ def main(argv: list[str]) -> None:
     logging.error("invalid config: %s", e)
     sys.exit(f"invalid config: {e}")
   sharding.maybe_initialize_distributed(config.get("distributed", False))
-  mesh = sharding.make_mesh(**config.mesh)
+  return config, sharding.make_mesh(**config.mesh)
+
+
+def main(argv: list[str]) -> None:
+  config, mesh = prepare_run(argv)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename,
                                               config.to_dict())
   logging.info("workdir %s; %s", workdir, sharding.describe(mesh))

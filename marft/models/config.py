@@ -80,11 +80,11 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     # ~1M parameters, character vocabulary: the CPU workhorse.
     "tiny": ModelConfig(vocab_size=128, hidden_size=128, intermediate_size=512, num_layers=4,
                         num_heads=4, num_kv_heads=2, head_dim=32, rope_theta=10000.0,
-                        max_position_embeddings=1024),
+                        max_position_embeddings=1024, model_type="llama"),
     # ~10M parameters, character vocabulary.
     "small": ModelConfig(vocab_size=128, hidden_size=384, intermediate_size=1536, num_layers=5,
                          num_heads=6, num_kv_heads=2, head_dim=64, rope_theta=10000.0,
-                         max_position_embeddings=2048),
+                         max_position_embeddings=2048, model_type="llama"),
     "qwen2.5-0.5b": ModelConfig(vocab_size=151936, hidden_size=896, intermediate_size=4864,
                                 num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
                                 rope_theta=1e6, rms_norm_eps=1e-6, qkv_bias=True,

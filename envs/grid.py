@@ -1,0 +1,144 @@
+"""Shared pieces of the grid tasks (`envs.plan_path`, `envs.sokoban`).
+
+- Moves are the letters `U D L R` (up = row - 1, left = column - 1). An answer is 1 to
+  `max_moves` of them, surrounding whitespace ignored, nothing else (`"RD"`, `" U\n"`; not
+  `"rd"`, `"R D"`, `"RDX"`): anything else is unparseable.
+- A grid renders as its rows joined by `/` on one line (`"S.#../...G."`), short enough for a
+  character-level model.
+- `bfs`: shortest move string over any hashable states (cells, or (player, box) pairs).
+- `MoveWorkflow`: the closed-loop workflow both tasks share, after the Plan-Path/Sokoban row
+  of the workflow table in `/work/shared/specs/at_grpo.md`. Every turn the state is rendered
+  afresh and the acting role answers a few moves:
+  - single: role `agent` answers the moves that are applied;
+  - mas: stage 1, role `tool` proposes moves, which are simulated on a copy of the episode;
+    stage 2, role `plan` sees the state, the proposal and its simulated outcome, and answers
+    the moves that are applied. The tool's local reward is what its proposal would have
+    earned if applied (failure penalty included); the plan's local reward and the team
+    reward are the applied moves' reward (the tool stage applies nothing: team reward 0).
+  Prompts (one user message): single `<grid>`; tool `T <grid>`; plan `P <grid> <proposal>`,
+  the proposal as `<moves>:<outcome>`, or `?:invalid` when it did not parse.
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import hashlib
+import re
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+
+Cell = tuple[int, int]
+MOVES = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
+_MOVES_RE = re.compile("[UDLR]+")
+
+
+def parse_moves(text: str, max_moves: int) -> str | None:
+  """The moves of an answer (1 to `max_moves` letters of `UDLR`), or None if it does not parse."""
+  moves = text.strip()
+  if 1 <= len(moves) <= max_moves and _MOVES_RE.fullmatch(moves):
+    return moves
+  return None
+
+
+def step(cell: Cell, move: str) -> Cell:
+  """The neighbouring cell in the direction of `move` (may lie off the grid)."""
+  dr, dc = MOVES[move]
+  return cell[0] + dr, cell[1] + dc
+
+
+def render(height: int, width: int, char_at: Callable[[Cell], str]) -> str:
+  """The grid as `height` rows of `width` characters joined by `/`."""
+  return "/".join("".join(char_at((r, c)) for c in range(width)) for r in range(height))
+
+
+def split_of(canonical: str) -> str:
+  """`"test"` for one instance in ten (by a hash of its canonical string), else `"train"`."""
+  return "test" if int(hashlib.sha256(canonical.encode()).hexdigest(), 16) % 10 == 0 else "train"
+
+
+def bfs(start: Hashable, neighbors: Callable[[Any], Iterable[tuple[str, Hashable]]],
+        is_goal: Callable[[Any], bool]) -> str | None:
+  """The shortest move string from `start` to a goal state, or None if none is reachable.
+
+  `neighbors(state)` yields `(move, next_state)`; ties go to the first move yielded.
+  """
+  previous: dict[Hashable, tuple[Hashable, str] | None] = {start: None}
+  queue = collections.deque([start])
+  while queue:
+    state = queue.popleft()
+    if is_goal(state):
+      moves = []
+      while (link := previous[state]) is not None:
+        state, move = link
+        moves.append(move)
+      return "".join(reversed(moves))
+    for move, nxt in neighbors(state):
+      if nxt not in previous:
+        previous[nxt] = (state, move)
+        queue.append(nxt)
+  return None
+
+
+class MoveWorkflow(Workflow):
+  """A closed-loop grid episode (see the module docstring); subclasses hold the task state."""
+
+  INVALID_REWARD: float  # an unparseable answer, or one blocked move
+  FAIL_REWARD: float  # the turn limit without success, or an unsolvable state
+
+  def __init__(self, task: dict, kind: str, max_turns: int, max_moves: int):
+    super().__init__(task, max_turns)
+    if kind not in ("single", "mas"):
+      raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+    self.kind = kind
+    self.roles = ("agent",) if kind == "single" else ("tool", "plan")
+    self.max_moves = max_moves
+    self.proposal = ""  # the tool's proposal and its simulated outcome, e.g. "RD:ok"
+
+  @abc.abstractmethod
+  def render(self) -> str:
+    """The current state as one line."""
+
+  @abc.abstractmethod
+  def apply(self, moves: str) -> tuple[float, str]:
+    """Plays parsed moves on this episode; returns their reward and an outcome word."""
+
+  @abc.abstractmethod
+  def solve(self) -> str | None:
+    """The shortest move string that solves the task from the current state, if any."""
+
+  def stages(self) -> tuple[tuple[str, ...], ...]:
+    return (("agent",),) if self.kind == "single" else (("tool",), ("plan",))
+
+  def prompt(self, role: str) -> list[Message]:
+    board = self.render()
+    text = {"agent": board, "tool": f"T {board}", "plan": f"P {board} {self.proposal}"}[role]
+    return [{"role": "user", "content": text}]
+
+  def act(self, responses: dict[str, str]) -> StageResult:
+    (role,) = self.acting_roles()
+    moves = parse_moves(responses[role], self.max_moves)
+    if role == "tool":
+      reward, outcome = self.clone()._play(moves, final=self.turn == self.max_turns - 1)
+      self.proposal = f"{moves or '?'}:{outcome}"
+      team_reward = 0.0
+    else:
+      reward, _ = self._play(moves, final=self.last_stage_of_last_turn)
+      team_reward = reward
+    self.advance()
+    return StageResult({role: RoleOutcome(reward, moves is None)}, team_reward)
+
+  def _play(self, moves: str | None, final: bool) -> tuple[float, str]:
+    """Applies one answer; adds the failure penalty if it fails or ends the last turn unsolved."""
+    if moves is None:
+      reward, outcome = self.INVALID_REWARD, "invalid"
+    else:
+      reward, outcome = self.apply(moves)
+    if not self.success and (final or self.failed):
+      reward += self.FAIL_REWARD
+    return reward, outcome
+
+  def expert_response(self, role: str) -> str:
+    """The next moves of a shortest solution (the same for every role); "" if unsolvable."""
+    return (self.solve() or "")[:self.max_moves]

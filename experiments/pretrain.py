@@ -1,0 +1,110 @@
+"""Tiny base models: supervised pretraining on imperfect demonstrations of one task, every role.
+
+The result is cached by config hash under `runs/base/` and exported as a Hugging Face
+checkpoint (`hf/`), which RL configs load with `base_model_dir(pretrain_config)`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from algorithms import sft
+from envs.registry import get_task
+from marft import trainer
+from marft.logging import config_hash
+from marft.models.config import get_model_config
+from marft.models.decoder import build_model
+from marft.models.hf import save_pretrained
+from marft.policies import policy_params, stack_policies
+from marft.rollout.demonstrations import demonstrations, sft_rows
+from marft.rollout.engine import RolloutConfig, collect, model_sampler
+from marft.tokenizers import CharTokenizer
+from marft.train_step import init_train_state, make_optimizer, make_train_step
+
+BASE_ROOT = "runs/base"
+
+
+def base_model_dir(config: Any) -> str:
+  """Where the base model of a pretraining config lives (its HF export is `<dir>/hf`)."""
+  return os.path.join(BASE_ROOT, f"{config.task.name}-{config_hash(config.to_dict())}")
+
+
+def task_config(config: Any) -> dict:
+  task = get_task(config.task.name)
+  return {**task.default_config(), **dict(config.task.get("env", {}))}
+
+
+def make_workflows(config: Any, split: str, count: int, kind: str, seed_offset: int = 0) -> list:
+  """`count` workflows of the task's `split`, seeds `seed_offset + i`."""
+  task = get_task(config.task.name)
+  cfg = task_config(config)
+  return [task.make_workflow(task.generate_task(seed_offset + i, split, cfg), kind, cfg,
+                             cfg["max_turns"]) for i in range(count)]
+
+
+def evaluate(model: Any, tokenizer: Any, workflows_by_kind: dict[str, list], *,
+             max_new_tokens: int, seed: int = 0) -> dict[str, float]:
+  """Greedy and sampled (temperature 1) success of one model, per workflow kind."""
+  metrics = {}
+  for kind, workflows in workflows_by_kind.items():
+    roles = workflows[0].roles
+    for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
+      config = RolloutConfig(k=1, tree=False, max_new_tokens=max_new_tokens,
+                             temperature=temperature)
+      rollout = collect(workflows, [model_sampler(model, tokenizer, config)], tokenizer,
+                        jax.random.key(seed), mapping={r: 0 for r in roles}, config=config)
+      metrics[f"eval/{kind}/{name}_success"] = rollout.metrics["rollout/success_rate"]
+      metrics[f"eval/{kind}/{name}_invalid_rate"] = rollout.metrics["rollout/invalid_rate"]
+  return metrics
+
+
+def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
+  """The pretraining job: batches drawn from a fixed demonstration pool; eval on test tasks."""
+  model_config = get_model_config(config.model.name, dtype=config.model.dtype,
+                                  param_dtype=config.model.param_dtype)
+  tokenizer = CharTokenizer(model_config.vocab_size)
+  pool = []
+  for kind in config.task.workflows:
+    workflows = make_workflows(config, "train", config.task.num_train_tasks, kind,
+                               seed_offset=config.seed * 10**6)
+    pool += demonstrations(workflows, tokenizer, corruption=config.task.corruption,
+                           seed=config.seed, alphabet=config.task.corruption_alphabet)
+  rows = sft_rows(pool, config.task.seq_len, tokenizer.pad_id)
+  if len(rows["tokens"]) == 0:
+    raise ValueError(f"no demonstration fits task.seq_len={config.task.seq_len}")
+  optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
+  graphdef, params, _ = stack_policies(build_model(model_config, seed=config.seed), 1)
+  state = init_train_state(params, optimizer, config.seed, mesh=mesh)
+  train_step = make_train_step(sft.loss, optimizer, graphdef, mesh=mesh, state=state)
+
+  def batch_fn(state):
+    rng = np.random.default_rng([config.seed, int(state.step)])
+    picked = rng.integers(0, len(rows["tokens"]), config.task.batch_size)
+    return {k: v[picked][None] for k, v in rows.items()}, {"data/demonstrations": len(pool)}
+
+  test_workflows = {kind: make_workflows(config, "test", config.task.eval_tasks, kind)
+                    for kind in config.task.workflows}
+
+  def eval_fn(state):
+    model = nnx.merge(graphdef, policy_params(state.params, 0))
+    metrics = evaluate(model, tokenizer, test_workflows,
+                       max_new_tokens=config.rollout.max_new_tokens)
+    metrics["eval/success_rate"] = metrics[f"eval/{config.task.workflows[-1]}/greedy_success"]
+    return metrics
+
+  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
+                     progress_keys=("train/loss", "eval/success_rate"))
+
+
+def export_base_model(config: Any, state: Any, workdir: str) -> str:
+  """Saves the trained policy as a Hugging Face checkpoint in `<workdir>/hf`."""
+  model_config = get_model_config(config.model.name, dtype=config.model.dtype,
+                                  param_dtype=config.model.param_dtype)
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(model_config)))
+  path = os.path.join(workdir, "hf")
+  save_pretrained(nnx.merge(graphdef, policy_params(state.params, 0)), model_config, path)
+  return path

@@ -1,0 +1,101 @@
+"""Evaluate a base model or checkpoint on a task's test split.
+
+  python -m launch.evaluate --task=plan_path --workflow=mas --checkpoint=base
+  python -m launch.evaluate --task=plan_path --workflow=mas \\
+      --checkpoint=runs/x/hf_policy0,runs/x/hf_policy1 --mapping=tool=1,plan=0   # swapped roles
+
+`--checkpoint` is `base` (the task's tiny base model from its default pretraining config) or
+one Hugging Face directory per policy (comma-separated). Writes `<out>.json` with
+`eval/success_rate` and per-role metrics, and `<out>.md` with one markdown table row.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+from absl import app, flags
+
+import experiments.configs
+from envs.registry import get_task
+from experiments import pretrain
+from marft.models.hf import load_pretrained
+from marft.rollout.engine import RolloutConfig, collect, model_sampler
+from marft.tokenizers import CharTokenizer, load_tokenizer
+
+_TASK = flags.DEFINE_string("task", "plan_path", "Task name (envs.registry).")
+_WORKFLOW = flags.DEFINE_enum("workflow", "mas", ["single", "mas"], "Workflow.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "base", "'base' or HF dirs, one per policy.")
+_MAPPING = flags.DEFINE_string("mapping", "", "role=policy,... (default: every role -> 0).")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
+_NUM_TASKS = flags.DEFINE_integer("num_tasks", 128, "Test instances.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_OUT = flags.DEFINE_string("out", None, "Output path without extension.")
+
+
+def default_pretrain_config(task: str):
+  path = os.path.join(os.path.dirname(experiments.configs.__file__), f"pretrain_{task}.py")
+  spec = importlib.util.spec_from_file_location(f"pretrain_{task}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def parse_mapping(text: str, roles: tuple[str, ...]) -> dict[str, int]:
+  mapping = {role: 0 for role in roles}
+  for item in filter(None, text.split(",")):
+    role, _, policy = item.partition("=")
+    if role not in roles or not policy.isdigit():
+      raise app.UsageError(f"--mapping item {item!r}: expected role=index with role in {roles}")
+    mapping[role] = int(policy)
+  return mapping
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  task = get_task(_TASK.value)
+  cfg = task.default_config()
+  if _CHECKPOINT.value == "base":
+    directories = [os.path.join(pretrain.base_model_dir(default_pretrain_config(_TASK.value)),
+                                "hf")]
+  else:
+    directories = _CHECKPOINT.value.split(",")
+  for directory in directories:
+    if not os.path.exists(os.path.join(directory, "config.json")):
+      raise app.UsageError(f"{directory} is not a checkpoint (run launch.pretrain first for 'base')")
+  models = [load_pretrained(d)[0] for d in directories]
+  tokenizer = (load_tokenizer(directories[0]) if os.path.exists(
+      os.path.join(directories[0], "tokenizer.json")) else CharTokenizer(models[0].config.vocab_size))
+  workflows = [task.make_workflow(task.generate_task(i, "test", cfg), _WORKFLOW.value, cfg,
+                                  cfg["max_turns"]) for i in range(_NUM_TASKS.value)]
+  mapping = parse_mapping(_MAPPING.value, workflows[0].roles)
+  config = RolloutConfig(k=1, tree=False, temperature=_TEMPERATURE.value,
+                         max_new_tokens=cfg.get("max_new_tokens", 8))
+  rollout = collect(workflows, [model_sampler(m, tokenizer, config) for m in models], tokenizer,
+                    jax.random.key(_SEED.value), mapping=mapping, config=config)
+  batch = rollout.batch
+  result = {"task": _TASK.value, "workflow": _WORKFLOW.value, "checkpoint": _CHECKPOINT.value,
+            "mapping": mapping, "temperature": _TEMPERATURE.value, "num_tasks": len(workflows),
+            "eval/success_rate": rollout.metrics["rollout/success_rate"],
+            "eval/invalid_rate": rollout.metrics["rollout/invalid_rate"]}
+  for index, role in enumerate(workflows[0].roles):
+    rows = np.asarray(batch.role_id) == index
+    if rows.any():
+      result[f"eval/reward/{role}"] = float(np.asarray(batch.reward)[rows].mean())
+  out = _OUT.value or os.path.join("runs", "eval", f"{_TASK.value}-{_WORKFLOW.value}")
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out + ".json", "w") as f:
+    json.dump(result, f, indent=2)
+  row = (f"| {_TASK.value} | {_WORKFLOW.value} | {_CHECKPOINT.value} | "
+         f"{'greedy' if _TEMPERATURE.value == 0 else f'T={_TEMPERATURE.value}'} | "
+         f"{result['eval/success_rate']:.3f} |")
+  with open(out + ".md", "w") as f:
+    f.write(row + "\n")
+  print(json.dumps(result, indent=2))
+  print(row)
+
+
+if __name__ == "__main__":
+  app.run(main)
