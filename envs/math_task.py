@@ -1,0 +1,199 @@
+"""Math word problems with exact numeric answers, after the math row of the workflow table in
+`/work/shared/specs/at_grpo.md`. Registered as `"math"`.
+
+Tasks: `{"question": str, "answer": int | float, "expression": str}`.
+- `generate_task`: synthetic problems from templates with `min_steps`..`max_steps`
+  operations (2-3 by default) on numbers 2..`max_number` (9), short enough for a
+  character-level model (`"Ann has 3 bags of 4 nuts and loses 2. Left?"`, answer 10,
+  expression `3*4-2`; every expression is at most 7 characters at the defaults). Answers
+  are integers >= 0. One question in ten, by a hash of its text, belongs to the test split.
+- `load_jsonl`: GSM8K/MATH-style files (`question`, `answer` per line) into the same dicts.
+
+Workflows (one user message per prompt; `<history>` lists the earlier turns of both roles,
+each as ` T<expression>=<value> R<answer>`, e.g. ` T3*4-2=10 R12`; `?` for an answer that
+did not parse, `err` for a failed calculation):
+- single: role `agent` sees `<question>` and answers a number; the episode is that one turn.
+- mas: one stage per turn in which both roles act in parallel: `tool` sees
+  `T <question><history>` and writes an arithmetic expression, computed by
+  `envs.arithmetic_eval.evaluate` (no eval/exec); `reasoner` sees `R <question><history>` and
+  answers a number. The episode ends when the reasoner's answer equals the tool's value of
+  the same turn (agreement), or at the turn limit. Success: the reasoner's final answer is
+  correct (an agreement on a wrong number fails).
+
+Answers: a decimal number (`12`, `-3`, `2.5`, `1,000`; text after a last `####` if present),
+compared with a tolerance of 1e-6 relative. Rewards (the spec's numbers):
+- reasoner / agent local: 1 correct, 0 wrong (an unparseable answer is wrong and marked
+  invalid);
+- tool local: 1 if its value is the answer, 0 if another number, -1 if the calculation failed
+  (parse error, forbidden construct, division by zero, bounds; marked invalid);
+- team: 1 if the reasoner (agent) is correct this turn, else 0. No failure penalty.
+
+Expert: the tool writes the task's expression, the reasoner (agent) the answer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+from envs.arithmetic_eval import EvalError, Number, evaluate
+from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+
+NAME = "math"
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_MAX_DIGITS = 32  # longer numbers do not parse
+_MAX_SHOWN = 16  # longer expressions are shown as `?`
+_ARITHMETIC = frozenset("0123456789.+-*/%() ")
+_NAMES = ("Ann", "Bo", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo")
+_ITEMS = ("nuts", "pens", "eggs", "cards", "balls", "cups")
+
+
+def default_config() -> dict:
+  return {"min_steps": 2, "max_steps": 3, "max_number": 9, "max_turns": 3}
+
+
+# Templates: (operations, question, expression); the numbers `a..d` are drawn from
+# 2..max_number, and `e` = `a*b`. A draw is kept only if the answer is an integer >= 0.
+_TEMPLATES = (
+    (2, "{n} has {a} bags of {b} {i} and loses {c}. Left?", "{a}*{b}-{c}"),
+    (2, "{n} has {a} {i}, buys {b}, loses {c}. Left?", "{a}+{b}-{c}"),
+    (2, "{n} buys {a} packs of {b} {i} and {c} more. Total?", "{a}*{b}+{c}"),
+    (2, "{n} pays {c}0 for {a} {i} at {b} each. Change?", "{c}0-{a}*{b}"),
+    (2, "{n} splits {e} {i} into {a} piles, adds {c} to each. Each?", "{e}/{a}+{c}"),
+    (3, "{n} has {a} bags of {b} {i}, loses {c}, buys {d}. Now?", "{a}*{b}-{c}+{d}"),
+    (3, "{n} has {a} bags of {b} {i} and {c} bags of {d}. Total?", "{a}*{b}+{c}*{d}"),
+    (3, "{n} has {a} {i}, buys {b}, loses {c}, buys {d}. Now?", "{a}+{b}-{c}+{d}"),
+)
+
+
+def split_of(question: str) -> str:
+  """`"test"` for one question in ten (by a hash of its text), else `"train"`."""
+  return "test" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10 == 0 else "train"
+
+
+def generate_task(seed: int, split: str, cfg: dict) -> dict:
+  """A template word problem of `split`, deterministic in `(seed, split, cfg)`."""
+  if split not in ("train", "test"):
+    raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+  rng = random.Random(f"{NAME}/{split}/{seed}")
+  templates = [t for t in _TEMPLATES if cfg["min_steps"] <= t[0] <= cfg["max_steps"]]
+  if not templates:
+    raise ValueError(f"no template has {cfg['min_steps']}..{cfg['max_steps']} steps")
+  while True:
+    _, question, expression = rng.choice(templates)
+    a, b, c, d = (rng.randint(2, cfg["max_number"]) for _ in range(4))
+    values = dict(a=a, b=b, c=c, d=d, e=a * b, n=rng.choice(_NAMES), i=rng.choice(_ITEMS))
+    question, expression = question.format(**values), expression.format(**values)
+    answer = evaluate(expression)
+    if answer >= 0 and float(answer).is_integer() and split_of(question) == split:
+      return {"question": question, "answer": int(answer), "expression": expression}
+
+
+def parse_number(text: str) -> Number | None:
+  """The number an answer states (see the module doc), or None if it states none."""
+  text = text.rsplit("####", 1)[-1].strip().replace(",", "")
+  if len(text) > _MAX_DIGITS or not _NUMBER.fullmatch(text):
+    return None
+  return float(text) if "." in text else int(text)
+
+
+def format_number(x: Number) -> str:
+  """`12`, `2.5`, `1.23457e+15`: integral values under 10**12 without a decimal point, else
+  six significant digits."""
+  return str(int(x)) if float(x).is_integer() and abs(x) < 10**12 else format(x, ".6g")
+
+
+def same_number(x: Number, y: Number) -> bool:
+  return abs(x - y) <= 1e-6 * max(1.0, abs(y))
+
+
+def load_jsonl(path: str) -> list[dict]:
+  """GSM8K/MATH-style JSONL (`question`, `answer` per line) as task dicts.
+
+  The final answer is the number after the last `####` (GSM8K), else inside the last
+  `\\boxed{...}`, else the whole `answer` field. Lines whose final answer is not a number are
+  skipped (the workflows compare numbers). The expert expression is the answer itself.
+  """
+  tasks = []
+  with open(path) as f:
+    for line in f:
+      if not line.strip():
+        continue
+      row = json.loads(line)
+      answer = str(row["answer"])
+      if "####" not in answer and "\\boxed{" in answer:
+        answer = answer.rsplit("\\boxed{", 1)[1].split("}", 1)[0]
+      value = parse_number(answer.replace("$", ""))
+      if value is not None:
+        tasks.append({"question": row["question"], "answer": value,
+                      "expression": format_number(value)})
+  return tasks
+
+
+class MathWorkflow(Workflow):
+  """One math episode (see the module docstring)."""
+
+  def __init__(self, task: dict, kind: str, max_turns: int):
+    super().__init__(task, max_turns)
+    if kind not in ("single", "mas"):
+      raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+    self.kind = kind
+    self.roles = ("agent",) if kind == "single" else ("tool", "reasoner")
+    self.history = ""  # e.g. " T3*4-2=10 R12"
+    self.answer: Number | None = None  # the latest answer of the agent / reasoner
+    self.agreed = False
+
+  def stages(self) -> tuple[tuple[str, ...], ...]:
+    return (self.roles,)
+
+  def _correct(self) -> bool:
+    return self.answer is not None and same_number(self.answer, self.task["answer"])
+
+  @property
+  def success(self) -> bool:
+    return self._correct() and (self.agreed or self.kind == "single" or
+                                self.turn >= self.max_turns)
+
+  @property
+  def failed(self) -> bool:
+    return not self._correct() and (self.agreed or (self.kind == "single" and self.turn > 0))
+
+  def prompt(self, role: str) -> list[Message]:
+    marker = {"agent": "", "tool": "T ", "reasoner": "R "}[role]
+    return [{"role": "user", "content": f"{marker}{self.task['question']}{self.history}"}]
+
+  def act(self, responses: dict[str, str]) -> StageResult:
+    answer_role = "agent" if self.kind == "single" else "reasoner"
+    self.answer = parse_number(responses.get(answer_role, ""))
+    correct = float(self._correct())
+    outcomes = {}
+    if self.kind == "mas":
+      expression = responses.get("tool", "").strip()
+      value = evaluate(expression)
+      if isinstance(value, EvalError):
+        outcomes["tool"] = RoleOutcome(-1.0, True)
+        shown = "err"
+      else:
+        outcomes["tool"] = RoleOutcome(float(same_number(value, self.task["answer"])))
+        shown = format_number(value)
+        self.agreed = self.answer is not None and same_number(self.answer, value)
+      answer = "?" if self.answer is None else format_number(self.answer)
+      self.history += f" T{_shown_expression(expression)}={shown} R{answer}"
+    outcomes[answer_role] = RoleOutcome(correct, self.answer is None)
+    self.advance()
+    return StageResult(outcomes, team_reward=correct)
+
+  def expert_response(self, role: str) -> str:
+    return self.task["expression"] if role == "tool" else format_number(self.task["answer"])
+
+
+def _shown_expression(expression: str) -> str:
+  """An expression as shown to the agents: itself if it is short arithmetic text, else `?`."""
+  if 0 < len(expression) <= _MAX_SHOWN and set(expression) <= _ARITHMETIC:
+    return expression
+  return "?"
+
+
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> MathWorkflow:
+  return MathWorkflow(task, kind, max_turns)
