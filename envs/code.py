@@ -38,7 +38,6 @@ import ast
 import dataclasses
 import enum
 import functools
-import hashlib
 import json
 import random
 import re
@@ -47,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from envs import sandbox
+from envs.splits import split_of
 from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
 
 NAME = "code"
@@ -201,15 +201,14 @@ def _render_call(args: tuple | list) -> str:
   return "f(" + ",".join(repr(a) for a in args) + ")"
 
 
-def split_of(family: str, params: list) -> str:
-  """"test" for one function in ten (by a hash of its canonical string), else "train"."""
-  canonical = json.dumps([family, params])
-  return "test" if int(hashlib.sha256(canonical.encode()).hexdigest(), 16) % 10 == 0 else "train"
+def function_split(family: str, params: list) -> str:
+  """The split of a function: by its canonical `[family, params]` string."""
+  return split_of(json.dumps([family, params]))
 
 
 @functools.cache
 def _pool(family: str, split: str) -> tuple[tuple, ...]:
-  return tuple(p for p in family_params(family) if split_of(family, list(p)) == split)
+  return tuple(p for p in family_params(family) if function_split(family, list(p)) == split)
 
 
 def generate_task(seed: int, split: str, cfg: dict) -> dict:

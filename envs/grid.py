@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import collections
-import hashlib
 import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -51,11 +50,6 @@ def step(cell: Cell, move: str) -> Cell:
 def render(height: int, width: int, char_at: Callable[[Cell], str]) -> str:
   """The grid as `height` rows of `width` characters joined by `/`."""
   return "/".join("".join(char_at((r, c)) for c in range(width)) for r in range(height))
-
-
-def split_of(canonical: str) -> str:
-  """`"test"` for one instance in ten (by a hash of its canonical string), else `"train"`."""
-  return "test" if int(hashlib.sha256(canonical.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
 def bfs(start: Hashable, neighbors: Callable[[Any], Iterable[tuple[str, Hashable]]],

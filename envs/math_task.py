@@ -32,11 +32,11 @@ Expert: the tool writes the task's expression, the reasoner (agent) the answer.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
 
+from envs.splits import split_of
 from envs.arithmetic_eval import EvalError, Number, evaluate
 from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
 
@@ -65,11 +65,6 @@ _TEMPLATES = (
     (3, "{n} has {a} bags of {b} {i} and {c} bags of {d}. Total?", "{a}*{b}+{c}*{d}"),
     (3, "{n} has {a} {i}, buys {b}, loses {c}, buys {d}. Now?", "{a}+{b}-{c}+{d}"),
 )
-
-
-def split_of(question: str) -> str:
-  """`"test"` for one question in ten (by a hash of its text), else `"train"`."""
-  return "test" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
 def generate_task(seed: int, split: str, cfg: dict) -> dict:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 
 from envs import grid
+from envs.splits import split_of
 from envs.grid import Cell
 
 NAME = "plan_path"
@@ -76,7 +77,7 @@ def generate_task(seed: int, split: str, cfg: dict) -> dict:
     start, goal = rng.sample(free, 2)
     path = shortest_path(rows, start, goal)
     if (path is not None and cfg["min_path"] <= len(path) <= cfg["max_path"]
-        and grid.split_of(_render(rows, start, goal)) == split):
+        and split_of(_render(rows, start, goal)) == split):
       return {"grid": rows, "start": list(start), "goal": list(goal), "shortest": len(path)}
   raise ValueError(f"no {NAME} instance fits {cfg}")
 

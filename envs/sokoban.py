@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 
 from envs import grid
+from envs.splits import split_of
 from envs.grid import Cell
 
 NAME = "sokoban"
@@ -98,7 +99,7 @@ def generate_task(seed: int, split: str, cfg: dict) -> dict:
     player, box, target = rng.sample([cell for cell in cells if cell not in walls], 3)
     solution = solve(room, (player, box), target)
     if (solution is not None and cfg["min_solution"] <= len(solution) <= cfg["max_solution"]
-        and grid.split_of(_render(room, (player, box), target)) == split):
+        and split_of(_render(room, (player, box), target)) == split):
       return {"room": room, "player": list(player), "box": list(box), "target": list(target),
               "solution": solution}
   raise ValueError(f"no {NAME} instance fits {cfg}")

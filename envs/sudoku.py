@@ -42,9 +42,9 @@ repeats the tool's proposal when it agrees with the solution.
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 
+from envs.splits import split_of
 from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
 
 NAME = "sudoku"
@@ -105,11 +105,6 @@ def complete_grids() -> tuple[str, ...]:
 def render(grid: str) -> str:
   """`"1.34/3412/2.43/43.1"`: rows joined by `/`, blanks as `.`."""
   return "/".join(grid[r * SIZE:(r + 1) * SIZE].replace("0", ".") for r in range(SIZE))
-
-
-def split_of(puzzle: str) -> str:
-  """`"test"` for one puzzle in ten (by a hash of the puzzle string), else `"train"`."""
-  return "test" if int(hashlib.sha256(puzzle.encode()).hexdigest(), 16) % 10 == 0 else "train"
 
 
 def generate_task(seed: int, split: str, cfg: dict) -> dict:

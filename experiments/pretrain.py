@@ -9,10 +9,12 @@ import os
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from algorithms import sft
+from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from marft import trainer
 from marft.logging import config_hash
@@ -28,6 +30,33 @@ from marft.train_step import init_train_state, make_optimizer, make_train_step
 BASE_ROOT = "runs/base"
 
 
+def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
+                   total_steps: int = 150, corruption: float = 0.3,
+                   max_new_tokens: int = 8) -> ml_collections.ConfigDict:
+  """The pretraining config shared by every task (`experiments/configs/pretrain_<task>.py`).
+
+  A deliberately short schedule: the base model should start RL weak but not hopeless
+  (10-50% sampled success), like a small base LLM.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = total_steps
+  c.eval_every = total_steps
+  c.checkpoint_every = total_steps
+  c.log = dict(wandb_mode="offline", project="marft", every=10, max_to_keep=2)
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.distributed = False
+  c.model = dict(name="tiny", dtype="float32", param_dtype="float32")
+  c.optimizer = dict(lr=3e-3, warmup_steps=total_steps // 3, schedule="cosine",
+                     weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0)
+  c.task = dict(name=task, env={}, workflows=("single", "mas"), num_train_tasks=1500,
+                corruption=corruption, corruption_alphabet=corruption_alphabet, batch_size=32,
+                seq_len=seq_len, eval_tasks=64)
+  c.rollout = dict(max_new_tokens=max_new_tokens)
+  c.algo = dict(name="pretrain")
+  return c
+
+
 def base_model_dir(config: Any) -> str:
   """Where the base model of a pretraining config lives (its HF export is `<dir>/hf`)."""
   return os.path.join(BASE_ROOT, f"{config.task.name}-{config_hash(config.to_dict())}")
@@ -39,11 +68,15 @@ def task_config(config: Any) -> dict:
 
 
 def make_workflows(config: Any, split: str, count: int, kind: str, seed_offset: int = 0) -> list:
-  """`count` workflows of the task's `split`, seeds `seed_offset + i`."""
+  """`count` workflows: training instances from seeds `seed_offset + i`, or the fixed
+  evaluation set of the test split (`envs.data.task_instances`)."""
   task = get_task(config.task.name)
   cfg = task_config(config)
-  return [task.make_workflow(task.generate_task(seed_offset + i, split, cfg), kind, cfg,
-                             cfg["max_turns"]) for i in range(count)]
+  if split == "test":
+    instances = load_instances(config.task.name, cfg, count)
+  else:
+    instances = [task.generate_task(seed_offset + i, split, cfg) for i in range(count)]
+  return [task.make_workflow(instance, kind, cfg, cfg["max_turns"]) for instance in instances]
 
 
 def evaluate(model: Any, tokenizer: Any, workflows_by_kind: dict[str, list], *,

@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 
 import experiments.configs
+from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import pretrain
 from marft.models.hf import load_pretrained
@@ -33,6 +34,7 @@ _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 128, "Test instances.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", None, "Output path without extension.")
+_JSONL = flags.DEFINE_string("jsonl", None, "Evaluate on this JSONL file's problems (math).")
 
 
 def default_pretrain_config(task: str):
@@ -68,11 +70,12 @@ def main(argv: list[str]) -> None:
   models = [load_pretrained(d)[0] for d in directories]
   tokenizer = (load_tokenizer(directories[0]) if os.path.exists(
       os.path.join(directories[0], "tokenizer.json")) else CharTokenizer(models[0].config.vocab_size))
-  workflows = [task.make_workflow(task.generate_task(i, "test", cfg), _WORKFLOW.value, cfg,
-                                  cfg["max_turns"]) for i in range(_NUM_TASKS.value)]
+  instances = load_instances(_TASK.value, cfg, _NUM_TASKS.value, jsonl=_JSONL.value or "")
+  workflows = [task.make_workflow(instance, _WORKFLOW.value, cfg, cfg["max_turns"])
+               for instance in instances]
   mapping = parse_mapping(_MAPPING.value, workflows[0].roles)
   config = RolloutConfig(k=1, tree=False, temperature=_TEMPERATURE.value,
-                         max_new_tokens=cfg.get("max_new_tokens", 8))
+                         max_new_tokens=default_pretrain_config(_TASK.value).rollout.max_new_tokens)
   rollout = collect(workflows, [model_sampler(m, tokenizer, config) for m in models], tokenizer,
                     jax.random.key(_SEED.value), mapping=mapping, config=config)
   batch = rollout.batch

@@ -20,9 +20,14 @@ from tqdm import tqdm
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+# Keys that change how a run is logged or laid out on devices, not what it computes.
+NON_SEMANTIC_KEYS = ("log", "mesh", "distributed")
+
+
 def config_hash(config_dict: Mapping[str, Any]) -> str:
-  """A short stable hash of a config (for run ids and caches)."""
-  text = json.dumps(config_dict, sort_keys=True, default=str)
+  """A short stable hash of what a config computes (logging and mesh keys excluded)."""
+  semantic = {k: v for k, v in config_dict.items() if k not in NON_SEMANTIC_KEYS}
+  text = json.dumps(semantic, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -9,4 +9,4 @@ from experiments import pretrain
 
 def get_config():
   return pretrain.default_config("code", corruption_alphabet="0123456789x+-*()<>=fab",
-                                 seq_len=112, max_new_tokens=24, total_steps=300)
+                                 seq_len=112, max_new_tokens=32, total_steps=300)

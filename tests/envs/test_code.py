@@ -104,7 +104,7 @@ def test_splits_are_disjoint_and_generation_is_deterministic():
   assert code.generate_task(7, "test", ALL) == code.generate_task(7, "test", ALL)
   assert len({repr(code.generate_task(s, "train", CFG)) for s in range(50)}) > 40
   for task in _tasks(100, "test"):
-    assert code.split_of(task["family"], task["params"]) == "test"
+    assert code.function_split(task["family"], task["params"]) == "test"
   with pytest.raises(ValueError):
     code.generate_task(0, "valid", CFG)
 

@@ -1,6 +1,5 @@
 """Bad checkpoints give one clear CheckpointError, never a deep traceback."""
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
