@@ -58,7 +58,7 @@ _MAX_ANSWER = 64  # longer answers do not parse
 
 def default_config() -> dict:
   """Tiny defaults: 3-6 blanks, one fill an answer, 8 turns, and the rewards (module doc)."""
-  return {"min_blanks": 3, "max_blanks": 6, "max_fills": 1, "max_turns": 8,
+  return {"min_blanks": 2, "max_blanks": 4, "max_fills": 1, "max_turns": 8,
           "reward_solved": 2.0, "reward_invalid": -0.5, "reward_fill": 0.1,
           "reward_fail": 0.0}
 

@@ -8,4 +8,5 @@ from experiments import pretrain
 
 
 def get_config():
-  return pretrain.default_config("math", corruption_alphabet="0123456789+-*", seq_len=104)
+  return pretrain.default_config("math", corruption_alphabet="0123456789+-*", seq_len=104,
+                                 total_steps=600)
