@@ -1,8 +1,9 @@
 """Runs model-written Python in a separate, unprivileged, resource-limited process.
 
 Code never runs in the caller's process. `run_python` starts a fresh interpreter that
-- runs as `nobody` when the caller is root (otherwise as the caller), in its own session and
-  process group, with a minimal environment, in isolated mode without `site` (`-I -S -B`);
+- runs as a fresh unprivileged uid per call when the caller is root (otherwise as the
+  caller), in its own session and process group, with a minimal environment, in isolated mode
+  without `site` (`-I -S -B`);
 - under "bwrap" isolation (Debian's `bubblewrap`, used when it works here): in new user, pid,
   network, ipc, uts and cgroup namespaces; the whole file system read-only except a private,
   size-capped tmpfs at `/tmp` that is also the working directory; no network (only a downed
@@ -21,6 +22,7 @@ The isolation used is chosen once per process by running a probe, and logged onc
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import functools
 import math
 import os
@@ -78,6 +80,10 @@ class SandboxResult:
   returncode: int
 
 
+# Unassigned high ids, one drawn per sandboxed call when running as root.
+_CALL_UIDS = range(2_000_000, 2_100_000)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Setup:
   isolation: str
@@ -94,6 +100,11 @@ def run_python(source: str, *, timeout_s: float = 2.0, memory_mb: int = 256, std
   address space. `isolation` forces "bwrap" or "rlimits" (default: the best one that works).
   """
   setup = _setup(isolation)
+  if setup.user is not None:
+    # A uid of its own per call: the process limit (RLIMIT_NPROC counts per uid) then bounds
+    # this call alone, so concurrent calls and a previous call's dying processes do not count.
+    uid = _CALL_UIDS.start + secrets.randbelow(len(_CALL_UIDS))
+    setup = dataclasses.replace(setup, user=uid, group=uid)
   return _execute(setup, source, timeout_s, memory_mb, stdin)
 
 
