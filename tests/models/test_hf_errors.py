@@ -10,7 +10,8 @@ from marft.models import hf
 from marft.models.config import get_model_config
 from marft.models.decoder import build_model
 
-CONFIG = get_model_config("tiny", num_layers=1, vocab_size=112, qkv_bias=True)
+CONFIG = get_model_config("tiny", num_layers=1, vocab_size=112, qkv_bias=True,
+                          model_type="qwen2")
 
 
 @pytest.fixture
