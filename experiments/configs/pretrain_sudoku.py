@@ -8,4 +8,4 @@ from experiments import pretrain
 
 
 def get_config():
-  return pretrain.default_config("sudoku", corruption_alphabet="1234", total_steps=1000)
+  return pretrain.default_config("sudoku", corruption_alphabet="1234", total_steps=600)

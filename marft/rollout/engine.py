@@ -11,6 +11,7 @@ independent episodes (GRPO's K samples per prompt when the workflow has one turn
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,8 @@ Sampler = Callable[[Sequence[Sequence[int]], jax.Array], list[Sample]]
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-  """`k` copies per task; `tree` sampling or independent copies; sampling settings."""
+  """`k` copies per task; `tree` sampling or independent copies; sampling settings; threads for
+  environment steps."""
 
   k: int = 4
   tree: bool = True
@@ -45,6 +47,7 @@ class RolloutConfig:
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
+  env_workers: int = 8  # threads stepping environments (they overlap sandbox subprocesses)
 
 
 def model_sampler(model: Any, tokenizer: Any, config: RolloutConfig) -> Sampler:
@@ -104,6 +107,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
   generate_seconds = env_seconds = 0.0
   iteration = 0
   started = time.perf_counter()
+  executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.env_workers)
 
   while True:
     live = [(t, b) for t in range(len(workflows)) for b in range(k)
@@ -139,8 +143,11 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
                        branch=b, stage=iteration))
       request_rows[(t, b)].append((role, len(rows) - 1))
     stage_scores = {}
-    for (t, b), answer in responses.items():
-      result = episodes[t][b].act(answer)
+    # Episodes step independently; threads overlap environments that wait on subprocesses
+    # (the code sandbox). Results are consumed in a fixed order, so rollouts stay deterministic.
+    results = list(executor.map(lambda item: episodes[item[0][0]][item[0][1]].act(item[1]),
+                                responses.items()))
+    for ((t, b), answer), result in zip(responses.items(), results):
       score = 0.0
       for role, row in request_rows[(t, b)]:
         outcome = result.outcomes[role]
@@ -163,6 +170,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
     env_seconds += time.perf_counter() - tick
     iteration += 1
 
+  executor.shutdown()
   batch = _to_batch(rows, tokenizer.pad_id, chosen_rows if config.tree else None)
   success = np.asarray([[ep.success for ep in copies] for copies in episodes], np.float32)
   total = time.perf_counter() - started
