@@ -58,8 +58,12 @@ def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
 
 
 def base_model_dir(config: Any) -> str:
-  """Where the base model of a pretraining config lives (its HF export is `<dir>/hf`)."""
-  return os.path.join(BASE_ROOT, f"{config.task.name}-{config_hash(config.to_dict())}")
+  """Where the base model of a pretraining config lives (its HF export is `<dir>/hf`).
+
+  The task's resolved settings are part of the key, so a changed task default is a new model.
+  """
+  key = {**config.to_dict(), "resolved_task_config": task_config(config)}
+  return os.path.join(BASE_ROOT, f"{config.task.name}-{config_hash(key)}")
 
 
 def task_config(config: Any) -> dict:
