@@ -5,6 +5,7 @@ checkpoint (`hf/`), which RL configs load with `base_model_dir(pretrain_config)`
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -55,6 +56,11 @@ def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
   c.rollout = dict(max_new_tokens=max_new_tokens)
   c.algo = dict(name="pretrain")
   return c
+
+
+def config_for(task: str) -> ml_collections.ConfigDict:
+  """The default pretraining config of a task (`experiments/configs/pretrain_<task>.py`)."""
+  return importlib.import_module(f"experiments.configs.pretrain_{task}").get_config()
 
 
 def base_model_dir(config: Any) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -20,7 +19,7 @@ from algorithms import grpo
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import pretrain
-from marft import trainer
+from marft import sharding, trainer
 from marft.logprobs import next_token_logprobs
 from marft.models.hf import load_pretrained
 from marft.policies import policy_params, stack_policies
@@ -57,23 +56,15 @@ def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
 
 def base_model(config: Any) -> tuple[nnx.Module, Any]:
   """The task's tiny base model, pretrained (and cached) on first use."""
-  pretrain_config = pretrain_config_for(config.task.name)
+  pretrain_config = pretrain.config_for(config.task.name)
   directory = pretrain.base_model_dir(pretrain_config)
   hf_dir = os.path.join(directory, "hf")
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
     print(f"no base model for {config.task.name} yet: pretraining it in {directory}", flush=True)
-    state = trainer.run(pretrain_config, directory,
-                        pretrain.build(pretrain_config, jax.sharding.Mesh(
-                            np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
-                            ("data", "fsdp", "tensor"))))
+    mesh = sharding.make_mesh(**pretrain_config.mesh)
+    state = trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
     pretrain.export_base_model(pretrain_config, state, directory)
   return load_pretrained(hf_dir)
-
-
-def pretrain_config_for(task: str) -> ml_collections.ConfigDict:
-  """The default pretraining config of a task (`experiments/configs/pretrain_<task>.py`)."""
-  module = __import__(f"experiments.configs.pretrain_{task}", fromlist=["get_config"])
-  return module.get_config()
 
 
 def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int

@@ -10,7 +10,6 @@ one Hugging Face directory per policy (comma-separated). Writes `<out>.json` wit
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -18,7 +17,6 @@ import jax
 import numpy as np
 from absl import app, flags
 
-import experiments.configs
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import pretrain
@@ -37,14 +35,6 @@ _OUT = flags.DEFINE_string("out", None, "Output path without extension.")
 _JSONL = flags.DEFINE_string("jsonl", None, "Evaluate on this JSONL file's problems (math).")
 
 
-def default_pretrain_config(task: str):
-  path = os.path.join(os.path.dirname(experiments.configs.__file__), f"pretrain_{task}.py")
-  spec = importlib.util.spec_from_file_location(f"pretrain_{task}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def parse_mapping(text: str, roles: tuple[str, ...]) -> dict[str, int]:
   mapping = {role: 0 for role in roles}
   for item in filter(None, text.split(",")):
@@ -59,9 +49,9 @@ def main(argv: list[str]) -> None:
   del argv
   task = get_task(_TASK.value)
   cfg = task.default_config()
+  pretrain_config = pretrain.config_for(_TASK.value)
   if _CHECKPOINT.value == "base":
-    directories = [os.path.join(pretrain.base_model_dir(default_pretrain_config(_TASK.value)),
-                                "hf")]
+    directories = [os.path.join(pretrain.base_model_dir(pretrain_config), "hf")]
   else:
     directories = _CHECKPOINT.value.split(",")
   for directory in directories:
@@ -75,7 +65,7 @@ def main(argv: list[str]) -> None:
                for instance in instances]
   mapping = parse_mapping(_MAPPING.value, workflows[0].roles)
   config = RolloutConfig(k=1, tree=False, temperature=_TEMPERATURE.value,
-                         max_new_tokens=default_pretrain_config(_TASK.value).rollout.max_new_tokens)
+                         max_new_tokens=pretrain_config.rollout.max_new_tokens)
   rollout = collect(workflows, [model_sampler(m, tokenizer, config) for m in models], tokenizer,
                     jax.random.key(_SEED.value), mapping=mapping, config=config)
   batch = rollout.batch
