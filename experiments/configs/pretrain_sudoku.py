@@ -2,7 +2,7 @@
 
   python -m launch.pretrain --config=experiments/configs/pretrain_sudoku.py
 
-Measured: see the README's base-model table.
+Measured (2 CPU cores, seed 0): 113 s; test greedy 0.00 single / 0.02 MAS, sampled 0.11 / 0.12.
 """
 from experiments import pretrain
 
