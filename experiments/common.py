@@ -18,6 +18,20 @@ COMMON_KEYS: dict[str, type] = {
 }
 
 
+def base_config(*, total_steps: int, eval_every: int, checkpoint_every: int, log_every: int = 10,
+                max_to_keep: int = 3, seed: int = 0) -> ml_collections.ConfigDict:
+  """The keys every experiment shares (seed, schedule, logging, mesh); configs add the rest."""
+  c = ml_collections.ConfigDict()
+  c.seed = seed
+  c.total_steps = total_steps
+  c.eval_every = eval_every
+  c.checkpoint_every = checkpoint_every
+  c.log = dict(wandb_mode="offline", project="marft", every=log_every, max_to_keep=max_to_keep)
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.distributed = False
+  return c
+
+
 class ConfigError(ValueError):
   """A config that cannot run; the message says which key and why."""
 

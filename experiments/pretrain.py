@@ -17,6 +17,7 @@ from flax import nnx
 from algorithms import sft
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
+from experiments import common
 from marft import trainer
 from marft.logging import config_hash
 from marft.models.config import get_model_config
@@ -39,14 +40,8 @@ def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
   A deliberately short schedule: the base model should start RL weak but not hopeless
   (10-50% sampled success), like a small base LLM.
   """
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.total_steps = total_steps
-  c.eval_every = total_steps
-  c.checkpoint_every = total_steps
-  c.log = dict(wandb_mode="offline", project="marft", every=10, max_to_keep=2)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.distributed = False
+  c = common.base_config(total_steps=total_steps, eval_every=total_steps,
+                         checkpoint_every=total_steps, max_to_keep=2)
   c.model = dict(name="tiny", dtype="float32", param_dtype="float32")
   c.optimizer = dict(lr=3e-3, warmup_steps=total_steps // 3, schedule="cosine",
                      weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0)

@@ -9,16 +9,12 @@ test success 0.16 -> 0.09 after 10 steps on 64 test tasks (within noise). Not tu
 """
 import ml_collections
 
+from experiments import common
+
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.total_steps = 60
-  c.eval_every = 20
-  c.checkpoint_every = 20
-  c.log = dict(wandb_mode="offline", project="marft", every=1, max_to_keep=2)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.distributed = False
+  c = common.base_config(total_steps=60, eval_every=20, checkpoint_every=20, log_every=1,
+                         max_to_keep=2)
   c.task = dict(name="plan_path", env={}, workflow="mas", num_tasks=16, eval_tasks=64)
   c.policies = dict(mapping=dict(tool=0, plan=0))
   c.rollout = dict(max_new_tokens=8, temperature=1.0)

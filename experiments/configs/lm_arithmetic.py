@@ -9,17 +9,11 @@ train loss 4.9 -> 1.01 (the operands themselves are unpredictable, so ~0.9 is th
 """
 import ml_collections
 
+from experiments import common
+
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  # Common keys (every experiment has them).
-  c.seed = 0
-  c.total_steps = 1500
-  c.eval_every = 250
-  c.checkpoint_every = 250
-  c.log = dict(wandb_mode="offline", project="marft", every=10, max_to_keep=3)
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
-  c.distributed = False
+  c = common.base_config(total_steps=1500, eval_every=250, checkpoint_every=250)
   # Model and optimizer.
   c.model = dict(name="tiny", dtype="float32", param_dtype="float32")
   c.optimizer = dict(lr=3e-3, warmup_steps=100, schedule="cosine", weight_decay=0.01,
