@@ -26,7 +26,8 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
+                                    workflow_roles)
 
 Cell = tuple[int, int]
 MOVES = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
@@ -83,10 +84,8 @@ class MoveWorkflow(Workflow):
 
   def __init__(self, task: dict, kind: str, max_turns: int, max_moves: int):
     super().__init__(task, max_turns)
-    if kind not in ("single", "mas"):
-      raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+    self.roles = workflow_roles(kind, ("tool", "plan"))
     self.kind = kind
-    self.roles = ("agent",) if kind == "single" else ("tool", "plan")
     self.max_moves = max_moves
     self.proposal = ""  # the tool's proposal and its simulated outcome, e.g. "RD:ok"
 

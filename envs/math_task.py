@@ -38,7 +38,8 @@ import re
 
 from envs.splits import split_of
 from envs.arithmetic_eval import EvalError, Number, evaluate
-from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
+                                    workflow_roles)
 
 NAME = "math"
 _NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
@@ -131,10 +132,8 @@ class MathWorkflow(Workflow):
 
   def __init__(self, task: dict, kind: str, max_turns: int):
     super().__init__(task, max_turns)
-    if kind not in ("single", "mas"):
-      raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+    self.roles = workflow_roles(kind, ("tool", "reasoner"))
     self.kind = kind
-    self.roles = ("agent",) if kind == "single" else ("tool", "reasoner")
     self.history = ""  # e.g. " T3*4-2=10 R12"
     self.answer: Number | None = None  # the latest answer of the agent / reasoner
     self.agreed = False

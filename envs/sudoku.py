@@ -45,7 +45,8 @@ import functools
 import random
 
 from envs.splits import split_of
-from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
+                                    workflow_roles)
 
 NAME = "sudoku"
 SIZE = 4
@@ -145,10 +146,8 @@ class SudokuWorkflow(Workflow):
 
   def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int):
     super().__init__(task, max_turns)
-    if kind not in ("single", "mas"):
-      raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+    self.roles = workflow_roles(kind, ("tool", "plan"))
     self.kind = kind
-    self.roles = ("agent",) if kind == "single" else ("tool", "plan")
     self.cfg = cfg
     self.grid = task["puzzle"]
     self.proposal: list[tuple[int, str]] | None = None

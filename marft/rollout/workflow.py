@@ -33,6 +33,15 @@ class StageResult:
   team_reward: float = 0.0
 
 
+def workflow_roles(kind: str, mas_roles: tuple[str, ...]) -> tuple[str, ...]:
+  """The roles of a `"single"` (one `"agent"`) or `"mas"` workflow; any other kind is an error."""
+  if kind == "single":
+    return ("agent",)
+  if kind == "mas":
+    return mas_roles
+  raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
+
+
 class Workflow(abc.ABC):
   """One episode. Subclasses hold the task state and the transcript; `clone` deep-copies.
 
