@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,13 +19,13 @@ from flax import nnx
 from algorithms import grpo
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
-from experiments import pretrain
+from experiments import common, pretrain
 from marft import sharding, trainer
 from marft.logprobs import next_token_logprobs
 from marft.models.hf import load_pretrained
 from marft.policies import policy_params, stack_policies
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
-from marft.tokenizers import CharTokenizer
+from marft.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from marft.train_step import init_train_state, make_optimizer, make_train_step
 
 _MIN_ROWS = 64  # rows per policy are padded to a power of two, at least this
@@ -54,8 +55,22 @@ def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
   return total, metrics
 
 
-def base_model(config: Any) -> tuple[nnx.Module, Any]:
-  """The task's tiny base model, pretrained (and cached) on first use."""
+def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
+  """The run's starting model, its config and tokenizer.
+
+  `model.path` names a Hugging Face checkpoint directory (a real LLM with its `tokenizer.json`,
+  or `model.tokenizer`: another directory, or `"char"`); without it the task's tiny base model is used, pretrained (and cached) on first use.
+  `policies.lora_rank > 0` adds fresh LoRA adapters (trained per policy over the frozen base).
+  """
+  overrides = {"dtype": config.model.dtype, "lora_rank": config.policies.get("lora_rank", 0)}
+  if config.model.get("path"):
+    model, model_config = load_pretrained(config.model.path, **overrides)
+    tokenizer = load_tokenizer(config.model.get("tokenizer") or config.model.path,
+                               model_config.vocab_size)
+    return model, model_config, tokenizer
+  if config.model.name != "tiny":
+    raise common.ConfigError(f"model.name={config.model.name!r} needs model.path: a directory "
+                             "holding its Hugging Face checkpoint and tokenizer.json")
   pretrain_config = pretrain.config_for(config.task.name)
   directory = pretrain.base_model_dir(pretrain_config)
   hf_dir = os.path.join(directory, "hf")
@@ -64,7 +79,30 @@ def base_model(config: Any) -> tuple[nnx.Module, Any]:
     mesh = sharding.make_mesh(**pretrain_config.mesh)
     state = trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
     pretrain.export_base_model(pretrain_config, state, directory)
-  return load_pretrained(hf_dir)
+  model, model_config = load_pretrained(hf_dir, **overrides)
+  return model, model_config, CharTokenizer(model_config.vocab_size)
+
+
+def evaluation_views(config: Any, roles_of: Callable[[str], tuple[str, ...]]
+                     ) -> dict[str, tuple[str, dict[str, int]]]:
+  """Metric prefix -> (workflow kind, role -> policy) for every evaluation of a run.
+
+  `""` is the trained workflow and mapping. `eval.other_workflow` (e.g. `"mas"` for a
+  single-agent run) also runs every role of that workflow on policy 0; `eval.swap_roles` also
+  runs the trained workflow with the role -> policy assignment rotated by one role (with two
+  roles: swapped), the ablation of role-specialised policies.
+  """
+  mapping = dict(config.policies.mapping)
+  views = {"": (config.task.workflow, mapping)}
+  options = config.get("eval") or {}
+  if options.get("other_workflow"):
+    other = options["other_workflow"]
+    views[f"{other}/"] = (other, {role: 0 for role in roles_of(other)})
+  if options.get("swap_roles"):
+    roles = roles_of(config.task.workflow)
+    policies = [mapping[role] for role in roles]
+    views["swapped/"] = (config.task.workflow, dict(zip(roles, policies[1:] + policies[:1])))
+  return views
 
 
 def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int
@@ -84,30 +122,34 @@ def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_pol
 
 
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
-  """The RL job of `config` (see `experiments/configs/at_grpo_*.py`)."""
+  """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
   task = get_task(config.task.name)
   task_cfg = {**task.default_config(), **dict(config.task.get("env", {}))}
-  model, model_config = base_model(config)
-  tokenizer = CharTokenizer(model_config.vocab_size)
+  model, _, tokenizer = base_model(config)
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
+  lora = bool(config.policies.get("lora_rank", 0))
   optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
-  graphdef, params, _ = stack_policies(model, num_policies)
+  graphdef, params, frozen = stack_policies(model, num_policies, lora_only=lora)
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
   algo = config.algo
   train_step = make_train_step(functools.partial(loss, cfg=algo), optimizer, graphdef,
-                               mesh=mesh, state=state)
+                               mesh=mesh, state=state, frozen=frozen)
+  reference_logp = nnx.jit(next_token_logprobs) if algo.kl_coef else None
   rollout_config = RolloutConfig(k=algo.k, tree=algo.tree,
                                  max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.rollout.temperature)
   kind = config.task.workflow
 
   def models_of(state):
-    return [nnx.merge(graphdef, policy_params(state.params, p)) for p in range(num_policies)]
+    extra = (frozen,) if frozen is not None else ()
+    return [nnx.merge(graphdef, policy_params(state.params, p), *extra)
+            for p in range(num_policies)]
 
   def batch_fn(state):
     step = int(state.step)
-    max_turns = grpo.max_turns_at(step + 1, config.curriculum.max_turns, config.curriculum.every)
+    rounds = config.curriculum.max_turns or (task_cfg["max_turns"],)
+    max_turns = grpo.max_turns_at(step + 1, rounds, config.curriculum.every)
     seeds = np.random.default_rng([config.seed, step]).integers(0, 2**31, config.task.num_tasks)
     workflows = [task.make_workflow(task.generate_task(int(s), "train", task_cfg), kind,
                                     task_cfg, max_turns) for s in seeds]
@@ -123,26 +165,37 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                                                drop_zero_variance=algo.drop_zero_variance))
     rows = {"tokens": b.tokens, "loss_mask": b.loss_mask, "behavior_logp": b.behavior_logp,
             "advantages": advantages.astype(np.float32), "row_weight": weight}
+    if reference_logp is not None:  # the frozen starting model, for the KL penalty
+      ref = np.zeros_like(b.behavior_logp)
+      ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(b.tokens)))
+      rows["ref_logp"] = ref
     batch = _policy_batches(rows, b.policy_id, num_policies)
     metrics = {k: v for k, v in rollout.metrics.items()
                if k.startswith(("rollout/", "train/reward"))}
     metrics["rollout/max_turns"] = max_turns
     metrics["rollout/kept_rows"] = float(weight.sum())
+    metrics["train/advantage_abs"] = float(np.abs(advantages * weight).sum()
+                                           / max(weight.sum(), 1.0))
     return batch, metrics
 
   test_instances = load_instances(config.task.name, task_cfg, config.task.eval_tasks)
+  views = evaluation_views(
+      config, lambda kind: task.make_workflow(test_instances[0], kind, task_cfg, 1).roles)
 
   def eval_fn(state):
+    models = models_of(state)
     metrics = {}
-    for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
-      eval_config = RolloutConfig(k=1, tree=False, max_new_tokens=config.rollout.max_new_tokens,
-                                  temperature=temperature)
-      samplers = [model_sampler(m, tokenizer, eval_config) for m in models_of(state)]
-      workflows = [task.make_workflow(t, kind, task_cfg, task_cfg["max_turns"])
-                   for t in test_instances]
-      rollout = collect(workflows, samplers, tokenizer, jax.random.key(config.seed),
-                        mapping=mapping, config=eval_config)
-      metrics[f"eval/{name}_success"] = rollout.metrics["rollout/success_rate"]
+    for prefix, (view_kind, view_mapping) in views.items():
+      for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
+        eval_config = RolloutConfig(k=1, tree=False,
+                                    max_new_tokens=config.rollout.max_new_tokens,
+                                    temperature=temperature)
+        samplers = [model_sampler(m, tokenizer, eval_config) for m in models]
+        workflows = [task.make_workflow(t, view_kind, task_cfg, task_cfg["max_turns"])
+                     for t in test_instances]
+        rollout = collect(workflows, samplers, tokenizer, jax.random.key(config.seed),
+                          mapping=view_mapping, config=eval_config)
+        metrics[f"eval/{prefix}{name}_success"] = rollout.metrics["rollout/success_rate"]
     metrics["eval/success_rate"] = metrics["eval/greedy_success"]
     return metrics
 

@@ -1,6 +1,6 @@
 """Cartesian sweeps of `--config.*` overrides: a local process pool, or a SLURM array script.
 
-  python -m launch.sweep --config=experiments/configs/at_grpo_plan_path.py \\
+  python -m launch.sweep --config=experiments/configs/at_grpo.py \\
       --sweep='optimizer.lr=1e-5,3e-5' --sweep='seed=0,1,2' [--workers=2]
   python -m launch.sweep ... --slurm=sweep.sbatch      # write the array script instead
 

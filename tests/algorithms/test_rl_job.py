@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from flax import nnx
 
 from experiments import rl
@@ -47,3 +48,65 @@ def test_on_policy_loss_is_minus_token_mean_advantage_and_its_gradient_is_reinfo
       nnx.merge(graphdef, s), tokens) * mask[:, 1:]).sum() / mask.sum())(state)
   for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(reinforce)):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def _job_config(tmp_path, regime, **algo):
+  from experiments.configs import at_grpo
+  from marft.models.hf import save_pretrained
+  model_config = get_model_config("tiny", num_layers=1)
+  save_pretrained(build_model(model_config), model_config, str(tmp_path / "hf"))
+  config = at_grpo.get_config(f"plan_path,{regime},tiny")
+  config.model.path, config.model.tokenizer = str(tmp_path / "hf"), "char"
+  config.task.num_tasks, config.task.eval_tasks, config.algo.k = 2, 2, 2
+  config.task.env.max_turns = 2
+  config.algo.update(algo)
+  return config
+
+
+def test_lora_per_role_job_trains_only_each_roles_adapters(tmp_path):
+  from marft import sharding
+  config = _job_config(tmp_path, "mas_lora_per_role", kl_coef=0.01, drop_zero_variance=False)
+  config.optimizer.lr = 1e-2
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  before = jax.tree.map(np.asarray, job.state.params)
+  batch, metrics = job.batch_fn(job.state)
+  assert batch["ref_logp"].shape == batch["behavior_logp"].shape  # KL to the frozen start
+  state, step_metrics = job.train_step(job.state, batch)
+  assert np.isfinite(np.asarray(step_metrics["loss"])).all()
+  trained = jax.tree.leaves(state.params)
+  assert trained and all(leaf.shape[0] == 2 for leaf in trained)  # only [P, ...] adapters
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(before)]
+  assert all("['lora_a']" in p or "['lora_b']" in p for p in paths), paths[:3]
+  changed = [np.abs(np.asarray(a) - b).reshape(2, -1).max(-1)
+             for a, b in zip(trained, jax.tree.leaves(before))]
+  assert (np.max(changed, axis=0) > 0).all()  # both role adapters were updated
+  evals = job.eval_fn(state)
+  assert {"eval/greedy_success", "eval/swapped/greedy_success",
+          "eval/sampled_success"} <= set(evals)
+
+
+def test_evaluation_views():
+  config = ml_collections.ConfigDict(dict(
+      task=dict(workflow="mas"), policies=dict(mapping=dict(tool=0, plan=1)),
+      eval=dict(other_workflow="single", swap_roles=True)))
+  roles = {"mas": ("tool", "plan"), "single": ("agent",)}.__getitem__
+  assert rl.evaluation_views(config, roles) == {
+      "": ("mas", {"tool": 0, "plan": 1}), "single/": ("single", {"agent": 0}),
+      "swapped/": ("mas", {"tool": 1, "plan": 0})}
+  config.eval = dict(other_workflow="", swap_roles=False)
+  assert rl.evaluation_views(config, roles) == {"": ("mas", {"tool": 0, "plan": 1})}
+
+
+def test_every_table_config_validates():
+  from experiments import common
+  from experiments.configs import at_grpo
+  for task in at_grpo.ROLES:
+    for regime in at_grpo.REGIMES:
+      for scale in ("tiny", "paper"):
+        config = at_grpo.get_config(f"{task},{regime},{scale}")
+        common.validate(config)
+        policies = set(config.policies.mapping.values())
+        assert policies == ({0} if regime in ("single_grpo", "mas_shared") else {0, 1})
+        assert (config.policies.lora_rank > 0) == (regime == "mas_lora_per_role")
+  with pytest.raises(ValueError, match="expected <task>"):
+    at_grpo.get_config("plan_path,shared,tiny")

@@ -236,3 +236,42 @@ def test_rewards_match_the_rules_and_tool_matches_plan(seed, answers):
     assert tool == pytest.approx(want) and plan.outcomes["plan"].reward == pytest.approx(want)
     assert plan.team_reward == pytest.approx(want) and wf.pos == pos
     made = wf.moves_made
+
+
+WALL = {"grid": [".#.", ".#.", "..."], "start": [0, 0], "goal": [0, 2], "shortest": 6}
+
+
+@pytest.mark.parametrize("potential, first_move_shaping", [("bfs", 1.0), ("manhattan", -1.0)])
+def test_shaping_rewards_progress_by_the_chosen_distance(potential, first_move_shaping):
+  # Around the wall the true distance from (0,0) is 6 (D D R R U U); Manhattan says 2, so the
+  # first move D is progress for "bfs" (6 -> 5) and a step away for "manhattan" (2 -> 3).
+  cfg = {"max_moves_per_turn": 2, "shaping": 2.0, "potential": potential}
+  wf = plan_path.make_workflow(WALL, "single", cfg, max_turns=4)
+  (r,) = play(wf, "D")
+  assert r.outcomes["agent"].reward == pytest.approx(-0.01 + 2.0 * first_move_shaping)
+  (r,) = play(wf, "R")  # blocked: no move made, no shaping
+  assert r.outcomes["agent"].reward == pytest.approx(-0.1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.text(alphabet="UDLR", min_size=1, max_size=2),
+                                        min_size=1, max_size=6), st.floats(0.1, 3.0))
+def test_shaping_telescopes_to_lambda_times_the_distance_covered(seed, answers, lam):
+  task = plan_path.generate_task(seed, "train", CFG)
+  dist = relaxation_distances(task["grid"], tuple(task["goal"]))
+  plain = plan_path.make_workflow(task, "single", CFG, CFG["max_turns"])
+  shaped = plan_path.make_workflow(task, "single", {**CFG, "shaping": lam}, CFG["max_turns"])
+  difference = 0.0
+  for answer in answers:
+    if plain.done:
+      break
+    difference += (shaped.act({"agent": answer}).outcomes["agent"].reward
+                   - plain.act({"agent": answer}).outcomes["agent"].reward)
+  assert shaped.pos == plain.pos
+  start = tuple(task["start"])
+  assert difference == pytest.approx(lam * (dist[start] - dist[plain.pos]), abs=1e-9)
+
+
+def test_unknown_potential_is_an_error():
+  with pytest.raises(ValueError, match="potential"):
+    plan_path.make_workflow(HAND, "single", {"shaping": 1.0, "potential": "euclid"}, 3)

@@ -1,0 +1,81 @@
+"""AT-GRPO / GRPO: one config per cell of the AT-GRPO table, `<task>,<regime>,<scale>`.
+
+  python -m launch.train --config=experiments/configs/at_grpo.py          # plan_path,mas_shared,tiny
+  python -m launch.train --config=experiments/configs/at_grpo.py:sokoban,mas_per_role,tiny
+  python -m launch.train --config=experiments/configs/at_grpo.py:plan_path,mas_lora_per_role,paper \\
+      --config.model.path=/ckpt/Qwen3-1.7B
+
+tasks: plan_path, sokoban, sudoku, math, code.
+regimes (rows of the table; the "no RL" rows are each run's step-0 evaluation):
+- single_grpo: one agent, GRPO over its K samples per (task, turn); also evaluated in the MAS
+  workflow with both roles on the trained policy (the "trained single agent in MAS" ablation).
+- mas_shared: the two-role workflow, AT-GRPO, one policy for both roles.
+- mas_per_role: one policy per role (P = 2 stacked, one vmapped update); also evaluated with the
+  role policies swapped.
+- mas_lora_per_role: as mas_per_role, each role a LoRA adapter over one frozen base.
+scales: tiny (the task's tiny pretrained base model on CPU) and paper (a real checkpoint given
+by `model.path`; the reference configs' K, batch, turn limit, lr and LoRA rank).
+"""
+import ml_collections
+
+from experiments import common
+
+ROLES = {"plan_path": ("tool", "plan"), "sokoban": ("tool", "plan"), "sudoku": ("tool", "plan"),
+         "math": ("tool", "reasoner"), "code": ("coder", "tester")}
+REGIMES = ("single_grpo", "mas_shared", "mas_per_role", "mas_lora_per_role")
+
+# Tiny scale: the environment overrides and answer lengths of each task.
+TINY_TASKS = {
+    # Potential-based shaping gives every turn's group a signal of progress (envs/plan_path.py).
+    "plan_path": dict(env=dict(shaping=1.0, potential="bfs"), max_new_tokens=8),
+    "sokoban": dict(env={}, max_new_tokens=8),
+    "sudoku": dict(env={}, max_new_tokens=8),
+    "math": dict(env={}, max_new_tokens=8),
+    "code": dict(env={}, max_new_tokens=32),
+}
+# Paper scale (Stronger Together, Sec. 5; the reference's stateful/code/math configs): 10x10
+# Plan-Path with 22% blocked, 6x6 Sokoban with one box, 4x4 Sudoku, 5 turns.
+PAPER_TASKS = {
+    "plan_path": dict(env=dict(size=10, min_path=6, max_path=18, max_moves_per_turn=40,
+                               max_turns=5)),
+    "sokoban": dict(env=dict(size=6, max_solution=20, max_moves_per_turn=40, max_turns=5)),
+    "sudoku": dict(env=dict(max_turns=5)),
+    "math": dict(env=dict(max_turns=5)),
+    "code": dict(env=dict(max_turns=5)),
+}
+
+
+def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.ConfigDict:
+  task, regime, scale = cell.split(",")
+  if task not in ROLES or regime not in REGIMES or scale not in ("tiny", "paper"):
+    raise ValueError(f"config cell {cell!r}: expected <task>,<regime>,<scale> with task in "
+                     f"{sorted(ROLES)}, regime in {REGIMES}, scale tiny|paper")
+  tiny = scale == "tiny"
+  c = common.base_config(total_steps=40 if tiny else 200, eval_every=20 if tiny else 10,
+                         checkpoint_every=20 if tiny else 10, log_every=1, max_to_keep=2)
+  c.model = dict(name="tiny" if tiny else "qwen3-1.7b", path="", tokenizer="",
+                 dtype="float32" if tiny else "bfloat16")
+  settings = (TINY_TASKS if tiny else PAPER_TASKS)[task]
+  roles = ROLES[task]
+  if regime == "single_grpo":
+    workflow, mapping = "single", {"agent": 0}
+  elif regime == "mas_shared":
+    workflow, mapping = "mas", {role: 0 for role in roles}
+  else:
+    workflow, mapping = "mas", {role: i for i, role in enumerate(roles)}
+  c.task = dict(name=task, env=settings["env"], workflow=workflow,
+                num_tasks=16 if tiny else 32, eval_tasks=64 if tiny else 256)
+  c.policies = dict(mapping=mapping,
+                    lora_rank=(4 if tiny else 16) if regime == "mas_lora_per_role" else 0)
+  c.eval = dict(other_workflow="mas" if regime == "single_grpo" else "",
+                swap_roles=regime in ("mas_per_role", "mas_lora_per_role"))
+  c.rollout = dict(max_new_tokens=settings.get("max_new_tokens", 2048), temperature=1.0)
+  # ScalingInter-RL horizon curriculum; () trains at the task's max_turns throughout. E.g.
+  # --config.curriculum.max_turns='(2, 4, 6)' --config.curriculum.every=10.
+  c.curriculum = dict(max_turns=(), every=100)
+  c.algo = dict(name="grpo", k=4, tree=True, alpha=1.0, eps=1e-6, normalize_std=True,
+                drop_zero_variance=True, clip_eps=0.2, dual_clip=3.0, aggregation="token-mean",
+                kl_coef=0.0)
+  c.optimizer = dict(lr=3e-4 if tiny else 1e-6, warmup_steps=0, schedule="constant",
+                     weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0)
+  return c
