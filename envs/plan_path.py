@@ -22,6 +22,9 @@ included) equal the shortest path length, -1 when the last turn ends without rea
 Local rewards: tool = what its proposal would have earned if applied; plan and agent = the applied
 answer's reward, which is also the team reward.
 
+Heuristic (`heuristic_response`, mixed into base-model demonstrations): the myopic planner that
+walks straight at the goal, rows first, blind to `#` — it bumps into walls and never detours.
+
 Optional potential-based shaping (`shaping` = lambda > 0; the reference environment's
 `step_single` adds it with lambda 1): each move that is made adds `lambda * (d(before) - d(after))`,
 d the distance to the goal (`potential="bfs"`: true shortest-path moves around `#`;
@@ -133,6 +136,14 @@ class PlanPathWorkflow(grid.MoveWorkflow):
 
   def solve(self) -> str | None:
     return shortest_path(self.rows, self.pos, self.goal)
+
+  def heuristic_response(self, role: str) -> str:
+    """The myopic planner's moves: straight at the goal (rows first), blind to `#`."""
+    del role
+    (r, c), (goal_r, goal_c) = self.pos, self.goal
+    moves = ("D" if goal_r > r else "U") * abs(goal_r - r) + ("R" if goal_c > c else "L") * abs(
+        goal_c - c)
+    return moves[:self.max_moves]
 
   def apply(self, moves: str) -> tuple[float, str]:
     reward, blocked = 0.0, False

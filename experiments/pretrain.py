@@ -33,7 +33,7 @@ BASE_ROOT = "runs/base"
 
 
 def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
-                   total_steps: int = 150, corruption: float = 0.3,
+                   total_steps: int = 150, corruption: float = 0.3, heuristic: float = 0.0,
                    max_new_tokens: int = 8) -> ml_collections.ConfigDict:
   """The pretraining config shared by every task (`experiments/configs/pretrain_<task>.py`).
 
@@ -46,7 +46,8 @@ def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
   c.optimizer = dict(lr=3e-3, warmup_steps=total_steps // 3, schedule="cosine",
                      weight_decay=0.01, b1=0.9, b2=0.95, eps=1e-8, max_grad_norm=1.0)
   c.task = dict(name=task, env={}, workflows=("single", "mas"), num_train_tasks=1500,
-                corruption=corruption, corruption_alphabet=corruption_alphabet, batch_size=32,
+                corruption=corruption, heuristic=heuristic,
+                corruption_alphabet=corruption_alphabet, batch_size=32,
                 seq_len=seq_len, eval_tasks=64)
   c.rollout = dict(max_new_tokens=max_new_tokens)
   c.algo = dict(name="pretrain")
@@ -110,7 +111,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     workflows = make_workflows(config, "train", config.task.num_train_tasks, kind,
                                seed_offset=config.seed * 10**6)
     pool += demonstrations(workflows, tokenizer, corruption=config.task.corruption,
-                           seed=config.seed, alphabet=config.task.corruption_alphabet)
+                           seed=config.seed, alphabet=config.task.corruption_alphabet,
+                           heuristic=config.task.get("heuristic", 0.0))
   rows = sft_rows(pool, config.task.seq_len, tokenizer.pad_id)
   if len(rows["tokens"]) == 0:
     raise ValueError(f"no demonstration fits task.seq_len={config.task.seq_len}")

@@ -125,6 +125,16 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
   task = get_task(config.task.name)
   task_cfg = {**task.default_config(), **dict(config.task.get("env", {}))}
+  try:
+    roles = task.make_workflow(task.generate_task(0, "test", task_cfg), config.task.workflow,
+                               task_cfg, 1).roles
+  except ValueError as e:
+    raise common.ConfigError(f"task {config.task.name!r} with env {task_cfg}: {e}") from e
+  if set(config.policies.mapping) != set(roles):
+    raise common.ConfigError(f"policies.mapping={dict(config.policies.mapping)} must name exactly "
+                             f"the roles {roles} of the {config.task.workflow!r} workflow")
+  if config.algo.k < 2:
+    raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
   model, _, tokenizer = base_model(config)
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1

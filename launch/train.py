@@ -83,7 +83,10 @@ def main(argv: list[str]) -> None:
                                               config.to_dict())
   logging.info("workdir %s; %s", workdir, sharding.describe(mesh))
   print(f"workdir: {workdir}", flush=True)
-  job = JOBS[config.algo.name].build(config, mesh)
+  try:
+    job = JOBS[config.algo.name].build(config, mesh)
+  except common.ConfigError as e:  # found while building (e.g. a mapping missing a role)
+    sys.exit(f"invalid config: {e}")
   trainer.run(config, workdir, job)
 
 

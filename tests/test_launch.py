@@ -9,7 +9,8 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_RUN = ["--config.total_steps=40", "--config.checkpoint_every=10", "--config.eval_every=20",
+SMALL_RUN = ["--config=experiments/configs/lm_arithmetic.py", "--config.total_steps=40",
+             "--config.checkpoint_every=10", "--config.eval_every=20",
              "--config.log.wandb_mode=disabled", "--config.log.every=1",
              "--config.task.batch_size=32", "--config.task.eval_size=32"]
 

@@ -29,9 +29,14 @@ def corrupt(response: str, alphabet: str, rng: np.random.Generator) -> str:
 
 
 def demonstrations(workflows: Sequence[Workflow], tokenizer: Any, *, corruption: float,
-                   seed: int, alphabet: str) -> list[tuple[list[int], list[int]]]:
-  """Plays every workflow to the end with expert responses, each corrupted with probability
-  `corruption`; returns `(prompt_ids, response_ids + stop)` for every action taken."""
+                   seed: int, alphabet: str, heuristic: float = 0.0
+                   ) -> list[tuple[list[int], list[int]]]:
+  """Plays every workflow to the end with expert responses; returns `(prompt_ids,
+  response_ids + stop)` for every action taken.
+
+  Each response is, with probability `heuristic`, the workflow's myopic `heuristic_response`
+  instead (where it has one), and then, with probability `corruption`, randomly edited.
+  """
   rng = np.random.default_rng(seed)
   examples = []
   for workflow in workflows:
@@ -40,6 +45,8 @@ def demonstrations(workflows: Sequence[Workflow], tokenizer: Any, *, corruption:
       responses = {}
       for role in workflow.acting_roles():
         response = workflow.expert_response(role)
+        if heuristic and rng.random() < heuristic:
+          response = workflow.heuristic_response(role) or response
         if rng.random() < corruption:
           response = corrupt(response, alphabet, rng)
         responses[role] = response

@@ -78,6 +78,12 @@ class Workflow(abc.ABC):
   def expert_response(self, role: str) -> str:
     """A correct response for `role` in the current state (solver output), for demonstrations."""
 
+  def heuristic_response(self, role: str) -> str | None:
+    """A plausible but myopic response (a task's typical mistake), or None where the task has
+    none; demonstrations mix it in so a base model learns the habit RL must unlearn."""
+    del role
+    return None
+
   @property
   @abc.abstractmethod
   def success(self) -> bool:

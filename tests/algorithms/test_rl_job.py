@@ -110,3 +110,22 @@ def test_every_table_config_validates():
         assert (config.policies.lora_rank > 0) == (regime == "mas_lora_per_role")
   with pytest.raises(ValueError, match="expected <task>"):
     at_grpo.get_config("plan_path,shared,tiny")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(mapping={"tool": 0}), "must name exactly the roles"),
+    (dict(k=1), "algo.k=1"),
+    (dict(workflow="debate"), "debate"),
+])
+def test_bad_rl_configs_are_config_errors(tmp_path, change, message):
+  from experiments import common
+  from marft import sharding
+  config = _job_config(tmp_path, "mas_shared")
+  if "mapping" in change:
+    config.policies.mapping = change["mapping"]
+  if "k" in change:
+    config.algo.k = change["k"]
+  if "workflow" in change:
+    config.task.workflow = change["workflow"]
+  with pytest.raises(common.ConfigError, match=message):
+    rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))

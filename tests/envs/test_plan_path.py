@@ -275,3 +275,11 @@ def test_shaping_telescopes_to_lambda_times_the_distance_covered(seed, answers, 
 def test_unknown_potential_is_an_error():
   with pytest.raises(ValueError, match="potential"):
     plan_path.make_workflow(HAND, "single", {"shaping": 1.0, "potential": "euclid"}, 3)
+
+
+def test_heuristic_walks_straight_at_the_goal_blind_to_walls():
+  wf = plan_path.make_workflow(WALL, "mas", {"max_moves_per_turn": 2}, max_turns=4)
+  assert wf.heuristic_response("tool") == "RR"  # straight through the '#'
+  wf = plan_path.make_workflow({**HAND, "start": [2, 0], "goal": [0, 1]}, "single",
+                               {"max_moves_per_turn": 3}, max_turns=4)
+  assert wf.heuristic_response("agent") == "UUR"  # rows first

@@ -36,3 +36,15 @@ def test_expert_demonstrations_and_rows():
   np.testing.assert_array_equal(rows["loss_mask"][3], [0] * len(prompt) + [1] * len(answer) + [
       0] * (12 - len(prompt) - len(answer)))
   assert len(sft_rows(clean, width=6, pad_id=0)["tokens"]) == 0  # too long: dropped
+
+
+def test_heuristic_fraction_replaces_expert_responses():
+  from envs import plan_path
+  from marft.tokenizers import CharTokenizer
+  tokenizer = CharTokenizer()
+  task = {"grid": [".#.", ".#.", "..."], "start": [0, 0], "goal": [0, 2], "shortest": 6}
+  wf = plan_path.make_workflow(task, "single", {"max_moves_per_turn": 2}, max_turns=3)
+  answers = lambda h: [tokenizer.decode(r[:-1]) for _, r in demonstrations(
+      [wf], tokenizer, corruption=0.0, seed=0, alphabet="UDLR", heuristic=h)]
+  assert answers(0.0) == ["DD", "RR", "UU"]  # the detour around the wall
+  assert answers(1.0) == ["RR", "RR", "RR"]  # always the blind straight line, blocked
