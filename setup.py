@@ -33,5 +33,14 @@ setuptools.setup(
             "torch==2.13.0",
             "transformers>=4.57",
         ],
+        "bench": [
+            "trl>=1.16",
+            "transformers>=4.57",
+            "torch==2.13.0",
+            "accelerate>=1.4",
+            "datasets>=3.0",
+        ],
+        # JAX-native MARL benchmarks (MPE, SMAX) behind envs.marl.jaxmarl_adapter.
+        "jaxmarl": ["jaxmarl>=0.2"],
     },
 )
