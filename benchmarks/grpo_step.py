@@ -1,0 +1,375 @@
+"""One GRPO iteration on CPU: marft vs TRL's `GRPOTrainer`, same weights, prompts and reward.
+
+An iteration is a rollout (K sampled completions of each of N prompts, temperature 1, at most M
+new tokens, stopping at `<eos>`), scoring them with a reward function, group advantages, and
+one policy update (PPO clipped surrogate, eps 0.2, no KL term, token-mean loss, one epoch, one
+AdamW step with global-norm clipping at 1.0 and a constant learning rate).
+
+Both sides train the same random Qwen2 shaped like marft's `tiny` config (whose own
+`model_type` is llama; the Qwen2 variant adds QKV biases): it is built in marft, saved with
+`marft.models.hf.save_pretrained` and loaded by transformers for TRL. marft tokenizes with
+`CharTokenizer`; TRL gets a character-level `tokenizers.Tokenizer` with the same ids (checked
+on every prompt). Prompts are Plan-Path grids (`envs.plan_path`, single-agent workflow), all
+32 tokens long; the reward of a completion is the fraction of its characters in `UDLR`.
+
+marft's iteration: `model_sampler` (the jitted KV-cache sampler), `grpo.group_advantages`,
+rows laid out as the rollout engine lays them out (prompt + response, padded to a power of
+two), `experiments.rl._policy_batches`, and `make_train_step` over `experiments.rl.loss`.
+TRL's: one `GRPOTrainer` training step with `per_device_train_batch_size = N * K` and
+`num_generations = K` (generation with transformers `generate`, no vLLM). Each side runs one
+warm-up iteration (marft's includes the `jax.jit` compiles), then the median of
+`--iterations` timed ones is reported.
+
+Run from the repository root:
+
+  pip install -e '.[bench]' && python benchmarks/grpo_step.py
+  python benchmarks/grpo_step.py --num_prompts=16 --group_size=8 --max_new_tokens=32
+
+Measured on 2 CPU cores (x86_64, idle: other processes under 2% of the CPUs; jax 0.10.2,
+torch 2.13.0+cpu, transformers 5.24.0, trl 1.16.0), N=8, K=8, median of 7 iterations:
+
+| M | method | s / iteration | rollout s | update s | update batch | speedup vs TRL |
+|---|---|---|---|---|---|---|
+| 16 | marft | 0.361 | 0.080 | 0.278 | 64 x 64 | 0.62x |
+| 16 | TRL GRPOTrainer | 0.223 | 0.089 | 0.134 | 64 x 48 | 1 |
+| 32 | marft | 0.384 | 0.118 | 0.266 | 64 x 64 | 0.85x |
+| 32 | TRL GRPOTrainer | 0.325 | 0.153 | 0.173 | 64 x 64 | 1 |
+
+The 5x target is not met: marft's rollout is 1.1-1.3x faster, its update 1.5-2x slower. At
+M=16 marft trains on 64-token rows (the width is rounded up to a power of two) where TRL trains
+on 48; at M=32 both train on 64 and XLA:CPU's forward + backward + AdamW still takes 1.5x
+torch's. Small batches pad to 64 rows: N=3, K=3, M=8 measured 0.31 s against TRL's 0.06 s.
+Under load the order flips: with other processes using half of the CPUs, one run measured
+TRL at 5.8 s / iteration and marft at 0.57 s (torch's threads slow down far more on
+shared cores); the script warns when that happens.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Run as `python benchmarks/grpo_step.py`: make the repository root importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+import datasets  # noqa: E402
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+import tokenizers  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+import trl  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from algorithms import grpo  # noqa: E402
+from envs import plan_path  # noqa: E402
+from experiments import rl  # noqa: E402
+from marft.models import hf  # noqa: E402
+from marft.models.config import NAMED_CONFIGS, ModelConfig  # noqa: E402
+from marft.models.decoder import build_model  # noqa: E402
+from marft.policies import policy_params, stack_policies  # noqa: E402
+from marft.rollout.engine import RolloutConfig, model_sampler  # noqa: E402
+from marft.sampling import prompt_bucket  # noqa: E402
+from marft.tokenizers import CharTokenizer  # noqa: E402
+from marft.train_step import init_train_state, make_optimizer, make_train_step  # noqa: E402
+
+_MAX_OTHERS_SHARE = 0.1  # CPU share of other processes above which timings are flagged
+_UDLR = frozenset("UDLR")
+
+_NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 8, "N: prompts per iteration.")
+_GROUP_SIZE = flags.DEFINE_integer("group_size", 8, "K: completions per prompt (GRPO group).")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 16, "M: most new tokens per completion.")
+_ITERATIONS = flags.DEFINE_integer("iterations", 5,
+                                   "Timed iterations per side after one warm-up; median reported.")
+_LR = flags.DEFINE_float("lr", 1e-5, "Learning rate (constant, both sides).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for the weights, the prompts and sampling.")
+_TARGET_SPEEDUP = flags.DEFINE_float("target_speedup", 5.0,
+                                     "Per-iteration speedup over TRL the run should reach.")
+
+
+def udlr_fraction(text: str) -> float:
+  """The reward on both sides: the fraction of the completion's characters that are moves."""
+  return sum(c in _UDLR for c in text) / len(text) if text else 0.0
+
+
+def _qwen2_tiny() -> ModelConfig:
+  """marft's `tiny` shape as a Qwen2 checkpoint (Qwen2 always has QKV biases)."""
+  tiny = NAMED_CONFIGS["tiny"]
+  if tiny.model_type == "qwen2":
+    return tiny
+  return tiny.replace(model_type="qwen2", qkv_bias=True, qk_norm=False)
+
+
+def _prompts(tokenizer: CharTokenizer, n: int, seed: int) -> tuple[list[list[int]], list[str]]:
+  """`n` Plan-Path prompts as marft ids (`tokenizer.chat`) and as the text TRL tokenizes.
+
+  The text is the chat rendering without `<bos>`, which TRL's tokenizer prepends.
+  """
+  cfg = plan_path.default_config()
+  ids, texts = [], []
+  for i in range(n):
+    task = plan_path.generate_task(seed * 100_003 + i, "train", cfg)
+    workflow = plan_path.make_workflow(task, "single", cfg, cfg["max_turns"])
+    prompt = tokenizer.chat(workflow.prompt("agent"))
+    ids.append(prompt)
+    texts.append(tokenizer.decode(prompt))  # specials (the leading <bos>) decode to ""
+  return ids, texts
+
+
+def _hf_char_tokenizer(tokenizer: CharTokenizer) -> Any:
+  """A `PreTrainedTokenizerFast` with `tokenizer`'s ids that prepends `<bos>` like `chat`."""
+  vocab = {s: i for i, s in enumerate(tokenizer.SPECIALS)}
+  vocab.update({c: tokenizer.encode(c)[0] for c in tokenizer.CHARS})
+  # Ids the model can sample beyond the characters decode to nothing, as in CharTokenizer.
+  extras = [f"<extra_{i}>" for i in range(len(vocab), tokenizer.vocab_size)]
+  vocab.update({s: len(vocab) + j for j, s in enumerate(extras)})
+  # BPE without merges and without a pre-tokenizer: one token per character, spaces and
+  # newlines included.
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+  tok.add_special_tokens(list(tokenizer.SPECIALS) + extras)
+  tok.decoder = tokenizers.decoders.Fuse()
+  tok.post_processor = tokenizers.processors.TemplateProcessing(
+      single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_id)])
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+      unk_token="<unk>", padding_side="left")
+
+
+# ----------------------------------------------------------------------------- marft
+
+
+def _marft_runner(model: nnx.Module, tokenizer: CharTokenizer, prompts: list[list[int]]
+                  ) -> Callable[[int], dict[str, float]]:
+  """`run(iteration)`: one marft GRPO iteration; its seconds (rollout, update, total), sizes."""
+  k, m = _GROUP_SIZE.value, _MAX_NEW_TOKENS.value
+  algo = ml_collections.ConfigDict({"clip_eps": 0.2, "dual_clip": 0.0,
+                                    "aggregation": "token-mean", "kl_coef": 0.0})
+  optimizer = make_optimizer({"lr": _LR.value, "total_steps": 1_000, "schedule": "constant",
+                              "weight_decay": 0.0, "max_grad_norm": 1.0})
+  graphdef, params, _ = stack_policies(model, 1)
+  holder = {"state": init_train_state(params, optimizer, _SEED.value)}
+  train_step = make_train_step(functools.partial(rl.loss, cfg=algo), optimizer, graphdef)
+  rollout_config = RolloutConfig(k=k, tree=False, max_new_tokens=m, temperature=1.0)
+  requests = [p for p in prompts for _ in range(k)]  # the K copies of a prompt are adjacent
+  groups = np.repeat(np.arange(len(prompts), dtype=np.int32), k)
+  key = jax.random.key(_SEED.value)
+
+  def run(iteration: int) -> dict[str, float]:
+    start = time.perf_counter()
+    state = holder["state"]
+    policy = nnx.merge(graphdef, policy_params(state.params, 0))
+    sampler = model_sampler(policy, tokenizer, rollout_config)
+    samples = sampler(requests, jax.random.fold_in(key, iteration))
+    rewards = np.asarray([udlr_fraction(tokenizer.decode(s.tokens)) for s in samples],
+                         np.float32)
+    advantages = np.asarray(grpo.group_advantages(rewards, groups))
+    width = prompt_bucket(max(len(p) + len(s.tokens) for p, s in zip(requests, samples)))
+    rows = {"tokens": np.full((len(samples), width), tokenizer.pad_id, np.int32),
+            "loss_mask": np.zeros((len(samples), width), np.float32),
+            "behavior_logp": np.zeros((len(samples), width), np.float32),
+            "advantages": advantages.astype(np.float32),
+            "row_weight": np.ones((len(samples),), np.float32)}
+    for i, (prompt, sample) in enumerate(zip(requests, samples)):
+      p, n = len(prompt), len(sample.tokens)
+      rows["tokens"][i, :p] = prompt
+      rows["tokens"][i, p:p + n] = sample.tokens
+      rows["loss_mask"][i, p:p + n] = 1.0
+      rows["behavior_logp"][i, p:p + n] = sample.logprobs
+    batch = rl._policy_batches(rows, np.zeros((len(samples),), np.int32), 1)
+    rollout_done = time.perf_counter()
+    state, metrics = train_step(state, batch)
+    jax.block_until_ready((state, metrics))
+    holder["state"] = state
+    end = time.perf_counter()
+    return {"rollout": rollout_done - start, "update": end - rollout_done,
+            "total": end - start, "tokens": float(sum(len(s.tokens) for s in samples)),
+            "rows": batch["tokens"].shape[1], "width": batch["tokens"].shape[2]}
+
+  return run
+
+
+# ----------------------------------------------------------------------------- TRL
+
+
+def _trl_runner(path: str, tokenizer: CharTokenizer, texts: list[str], prompts: list[list[int]],
+                workdir: str) -> Callable[[], list[dict[str, float]]]:
+  """`run() -> one timing dict per training step` of a TRL GRPOTrainer (first = warm-up)."""
+  hf_tokenizer = _hf_char_tokenizer(tokenizer)
+  encoded = hf_tokenizer(texts)["input_ids"]
+  if encoded != prompts:
+    raise AssertionError("the TRL tokenizer does not reproduce CharTokenizer's prompt ids")
+  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+  n, k, m = len(texts), _GROUP_SIZE.value, _MAX_NEW_TOKENS.value
+  steps = 1 + _ITERATIONS.value
+
+  def udlr_reward(completions: Sequence[str], **kwargs: Any) -> list[float]:
+    del kwargs
+    return [udlr_fraction(c) for c in completions]
+
+  config = trl.GRPOConfig(
+      output_dir=workdir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+      per_device_train_batch_size=n * k, gradient_accumulation_steps=1, num_generations=k,
+      max_completion_length=m, temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
+      num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
+      learning_rate=_LR.value, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+      max_grad_norm=1.0, max_steps=steps, logging_strategy="no", save_strategy="no",
+      report_to="none", disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
+      seed=_SEED.value)
+  dataset = datasets.Dataset.from_dict({"prompt": texts})
+  timings: list[dict[str, float]] = []
+  current: dict[str, float] = {}
+
+  class StepTimer(transformers.TrainerCallback):
+
+    def on_step_begin(self, args, state, control, **kwargs):
+      current.clear()
+      current.update(start=time.perf_counter(), rollout=0.0, tokens=0.0, rows=0, width=0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+      total = time.perf_counter() - current["start"]
+      timings.append({"rollout": current["rollout"], "update": total - current["rollout"],
+                      "total": total, "tokens": current["tokens"], "rows": current["rows"],
+                      "width": current["width"]})
+
+  trainer = trl.GRPOTrainer(model=model, reward_funcs=udlr_reward, args=config,
+                            train_dataset=dataset, processing_class=hf_tokenizer,
+                            callbacks=[StepTimer()])
+  generate_and_score = trainer._generate_and_score_completions
+
+  def timed_generate_and_score(*args: Any, **kwargs: Any) -> Any:
+    start = time.perf_counter()
+    out = generate_and_score(*args, **kwargs)
+    current["rollout"] += time.perf_counter() - start
+    current["tokens"] += float(out["completion_mask"].sum())
+    current["rows"] = out["completion_ids"].shape[0]
+    current["width"] = out["prompt_ids"].shape[1] + out["completion_ids"].shape[1]
+    return out
+
+  # The rollout half of a step: generation, decoding, rewards and advantages.
+  trainer._generate_and_score_completions = timed_generate_and_score
+  trainer.remove_callback(transformers.PrinterCallback)  # it prints the end-of-run summary
+
+  def run() -> list[dict[str, float]]:
+    trainer.train()
+    if len(timings) != steps:
+      raise AssertionError(f"expected {steps} timed TRL steps, got {len(timings)}")
+    return timings
+
+  return run
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+  """`(busy CPU seconds of the whole machine, CPU seconds of this process)`, or None."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [int(x) for x in f.readline().split()[1:]]
+  except OSError:
+    return None
+  busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+  times = os.times()
+  return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
+
+
+def _others_share(start: tuple[float, float] | None, wall: float) -> float | None:
+  """Share of all CPUs that other processes used since `start` (over `wall` seconds)."""
+  end = _cpu_seconds()
+  if start is None or end is None:
+    return None
+  others = (end[0] - start[0]) - (end[1] - start[1])
+  return max(0.0, others) / (wall * (os.cpu_count() or 1))
+
+
+def _median(timings: list[dict[str, float]], key: str) -> float:
+  return statistics.median(t[key] for t in timings)
+
+
+def _share(value: float | None) -> str:
+  return "unknown" if value is None else f"{value:.0%}"
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  # transformers 5 renames `gradient_checkpointing`, which TRL's config still sets.
+  warnings.filterwarnings("ignore", category=FutureWarning)
+  transformers.utils.logging.set_verbosity_error()
+  transformers.utils.logging.disable_progress_bar()
+  torch.set_num_threads(os.cpu_count() or 1)
+  n, k, m, iterations = (_NUM_PROMPTS.value, _GROUP_SIZE.value, _MAX_NEW_TOKENS.value,
+                         _ITERATIONS.value)
+  config = _qwen2_tiny()
+  tokenizer = CharTokenizer(config.vocab_size)
+  prompts, texts = _prompts(tokenizer, n, _SEED.value)
+  model = build_model(config, seed=_SEED.value)
+
+  results, shares = {}, {}
+  with tempfile.TemporaryDirectory() as path, tempfile.TemporaryDirectory() as workdir:
+    hf.save_pretrained(model, config, path)
+    marft_run = _marft_runner(model, tokenizer, prompts)
+    sides = {
+        "marft": lambda: [marft_run(i) for i in range(iterations + 1)],
+        "TRL GRPOTrainer": _trl_runner(path, tokenizer, texts, prompts, workdir),
+    }
+    for name, run in sides.items():
+      cpu_start, began = _cpu_seconds(), time.perf_counter()
+      results[name] = run()
+      shares[name] = _others_share(cpu_start, time.perf_counter() - began)
+      print(f"measured {name}", flush=True)
+
+  marft_total = _median(results["marft"][1:], "total")
+  trl_total = _median(results["TRL GRPOTrainer"][1:], "total")
+  print()
+  print(f"host: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}; "
+        f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+        f"trl {trl.__version__}")
+  print(f"model: random Qwen2 shaped like marft `tiny`, {config.num_params():,} params, float32; "
+        f"N={n} Plan-Path prompts of {len(prompts[0])} tokens x K={k} completions, "
+        f"M={m} new tokens at most (stop at <eos>), temperature 1.0, clip 0.2, beta 0, "
+        f"lr {_LR.value:g}; median of {iterations} iterations after one warm-up")
+  header = ["method", "s / iteration", "rollout s", "update s", "rollout share",
+            "completion tokens / iteration", "update batch (rows x tokens)",
+            "speedup vs TRL (x)", "warm-up iteration s"]
+  print()
+  print("| " + " | ".join(header) + " |")
+  print("|" + "|".join("---" for _ in header) + "|")
+  for name, timings in results.items():
+    timed = timings[1:]
+    total, rollout, update = (_median(timed, key) for key in ("total", "rollout", "update"))
+    print(f"| {name} | {total:.3f} | {rollout:.3f} | {update:.3f} | {rollout / total:.0%} | "
+          f"{_median(timed, 'tokens'):.0f} | {timed[-1]['rows']} x {timed[-1]['width']} | "
+          f"{trl_total / total:.2f} | "
+          f"{timings[0]['total']:.2f} |")
+  print()
+  for name, timings in results.items():
+    per_iteration = ", ".join(f"{t['total']:.3f}" for t in timings[1:])
+    print(f"- {name}: iterations {per_iteration} s; CPU share used by other processes "
+          f"meanwhile {_share(shares[name])}")
+  print(f"- update batch: marft pads rows to a power of two (at least {rl._MIN_ROWS}, padding "
+        "rows carry zero weight) and the width to a power of two; TRL's width is the prompt "
+        "plus the longest completion of the batch.")
+  contended = [name for name, share in shares.items()
+               if share is not None and share > _MAX_OTHERS_SHARE]
+  if contended:
+    print(f"- WARNING: other processes used more than {_MAX_OTHERS_SHARE:.0%} of the CPUs "
+          f"during {', '.join(contended)}; these timings are unreliable.")
+  speedup = trl_total / marft_total
+  met = "met" if speedup >= _TARGET_SPEEDUP.value else "NOT met"
+  print(f"- target: marft >= {_TARGET_SPEEDUP.value:g}x faster per iteration than TRL: {met} "
+        f"({speedup:.2f}x)")
+
+
+if __name__ == "__main__":
+  app.run(main)
