@@ -210,4 +210,5 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     return metrics
 
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     progress_keys=("eval/success_rate", "rollout/success_rate", "train/loss"))
+                     progress_keys=("eval/greedy_success", "eval/sampled_success",
+                                    "rollout/success_rate"))

@@ -20,7 +20,7 @@ from experiments import common, lm, pretrain, qmix, rl
 from marft import sharding, trainer
 from marft.logging import config_hash
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.configs.__file__), "lm_arithmetic.py")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.configs.__file__), "at_grpo.py")
 
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Run directory (default runs/<config name>-<config hash>).")

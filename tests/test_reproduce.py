@@ -71,3 +71,19 @@ def test_unknown_columns_and_options_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="unknown tasks"):
     table.reproduce(scale="tiny", seeds=1, results_dir=str(tmp_path), runs_dir=str(tmp_path),
                     tasks=("chess",))
+
+
+def test_missing_runs_are_launched_with_their_cell_and_seed(tmp_path, monkeypatch):
+  commands = []
+  monkeypatch.setattr(table, "_pretrain_base", lambda task: None)
+  monkeypatch.setattr(table.subprocess, "run",
+                      lambda command, env: commands.append(command) or
+                      subprocess.CompletedProcess(command, 0))
+  cells = table.run_all("tiny", 2, str(tmp_path), tasks=("sokoban",))
+  assert len(commands) == 6 and len(cells) == 6
+  want = table.run_dir(str(tmp_path), table.run_config("sokoban", "mas_per_role", "tiny", 1))
+  assert [c[3:] for c in commands if c[3].endswith(":sokoban,mas_per_role,tiny")] == [
+      [f"--config={table.CONFIG_FILE}:sokoban,mas_per_role,tiny", "--config.seed=0",
+       f"--workdir={cells['sokoban', 'mas_per_role', 0]}"],
+      [f"--config={table.CONFIG_FILE}:sokoban,mas_per_role,tiny", "--config.seed=1",
+       f"--workdir={want}"]]

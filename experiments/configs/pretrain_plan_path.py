@@ -1,4 +1,4 @@
-"""Tiny base model for Plan-Path: SFT on demonstrations of every role, 70% of them the myopic
+"""Tiny base model for Plan-Path: SFT on demonstrations of every role, half of them the myopic
 planner's (straight at the goal, blind to walls), then 30% randomly edited.
 
   python -m launch.pretrain --config=experiments/configs/pretrain_plan_path.py
@@ -11,4 +11,4 @@ from experiments import pretrain
 
 def get_config():
   return pretrain.default_config("plan_path", corruption_alphabet="UDLR", total_steps=400,
-                                 heuristic=0.7)
+                                 heuristic=0.5)

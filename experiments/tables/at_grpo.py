@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import pretrain
 from experiments.configs import at_grpo as at_grpo_configs
 from marft.logging import config_hash
 
@@ -78,6 +79,15 @@ def _train(task: str, regime: str, scale: str, seed: int, workdir: str) -> int:
   return subprocess.run(command, env=os.environ).returncode
 
 
+def _pretrain_base(task: str) -> None:
+  directory = pretrain.base_model_dir(pretrain.config_for(task))
+  if not os.path.exists(os.path.join(directory, "hf", "config.json")):
+    config_file = os.path.join(os.path.dirname(CONFIG_FILE), f"pretrain_{task}.py")
+    print(f"pretraining the {task} base model", flush=True)
+    subprocess.run([sys.executable, "-m", "launch.pretrain", f"--config={config_file}"],
+                   env=os.environ, check=True)
+
+
 def run_all(scale: str, seeds: int, runs_dir: str, workers: int = 1,
             tasks: Sequence[str] = TASKS) -> dict[tuple[str, str, int], str]:
   """Runs every missing cell; returns (task, regime, seed) -> run directory."""
@@ -86,8 +96,12 @@ def run_all(scale: str, seeds: int, runs_dir: str, workers: int = 1,
   todo = [(cell, d) for cell, d in cells.items()
           if not finished(d, run_config(cell[0], cell[1], scale, cell[2]).total_steps)]
   print(f"AT-GRPO table ({scale}): {len(cells) - len(todo)} of {len(cells)} runs done", flush=True)
+  if scale == "tiny":  # base models first, one at a time (parallel runs share them)
+    for task in sorted({cell[0] for cell, _ in todo}):
+      _pretrain_base(task)
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    codes = list(pool.map(lambda item: _train(*item[0], scale, item[1]), todo))
+    codes = list(pool.map(lambda item: _train(item[0][0], item[0][1], scale, item[0][2], item[1]),
+                          todo))
   failed = [cell for (cell, _), code in zip(todo, codes) if code]
   if failed:
     raise RuntimeError(f"runs failed: {failed} (rerun to resume them)")
