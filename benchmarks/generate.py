@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from benchmarks.cpu_load import cpu_seconds, others_share  # noqa: E402
 from marft import sampling  # noqa: E402
 from marft.models import hf  # noqa: E402
 from marft.models.config import NAMED_CONFIGS  # noqa: E402
@@ -120,31 +121,12 @@ def _marft_runner(model: Any, prompts: np.ndarray, new_tokens: int
   return run
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-  """`(busy CPU seconds of the whole machine, CPU seconds of this process)`, or None."""
-  try:
-    with open("/proc/stat") as f:
-      fields = [int(x) for x in f.readline().split()[1:]]
-  except OSError:
-    return None
-  busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-  times = os.times()
-  return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
-
-
-def _others_share(start: tuple[float, float] | None, wall: float) -> float | None:
-  """Share of all CPUs that other processes used since `start` (over `wall` seconds)."""
-  end = _cpu_seconds()
-  if start is None or end is None:
-    return None
-  others = (end[0] - start[0]) - (end[1] - start[1])
-  return max(0.0, others) / (wall * (os.cpu_count() or 1))
 
 
 def _environment() -> list[str]:
-  start, began = _cpu_seconds(), time.perf_counter()
+  start, began = cpu_seconds(), time.perf_counter()
   time.sleep(1.0)
-  share = _others_share(start, time.perf_counter() - began)
+  share = others_share(start, time.perf_counter() - began)
   load = "unknown" if share is None else f"{share:.0%}"
   return [
       f"host: {platform.processor() or platform.machine()}, os.cpu_count()={os.cpu_count()}, "
@@ -181,7 +163,7 @@ def main(argv: list[str]) -> None:
 
   rows, notes, speedups, contended = [], [], {}, []
   for batch in batch_sizes:
-    cpu_start, began = _cpu_seconds(), time.perf_counter()
+    cpu_start, began = cpu_seconds(), time.perf_counter()
     prompts = rng.integers(0, tiny.vocab_size, (batch, prompt_len)).astype(np.int32)
     hf_results = {attn: _time(_hf_runner(m, prompts, new_tokens), repeats)
                   for attn, m in hf_models.items()}
@@ -194,7 +176,7 @@ def main(argv: list[str]) -> None:
                                                                        mx_tokens.shape)
     same_rows = np.mean(np.all(hf_tokens == mx_tokens, axis=1))
     same_tokens = np.mean(hf_tokens == mx_tokens)
-    others = _others_share(cpu_start, time.perf_counter() - began)
+    others = others_share(cpu_start, time.perf_counter() - began)
     if others is not None and others > _MAX_OTHERS_SHARE:
       contended.append(f"batch {batch}: {others:.0%}")
     generated = batch * new_tokens

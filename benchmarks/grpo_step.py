@@ -70,6 +70,7 @@ import transformers  # noqa: E402
 import trl  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks.cpu_load import cpu_seconds, others_share  # noqa: E402
 from algorithms import grpo  # noqa: E402
 from envs import plan_path  # noqa: E402
 from experiments import rl  # noqa: E402
@@ -270,25 +271,6 @@ def _trl_runner(path: str, tokenizer: CharTokenizer, texts: list[str], prompts: 
 # ----------------------------------------------------------------------------- report
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-  """`(busy CPU seconds of the whole machine, CPU seconds of this process)`, or None."""
-  try:
-    with open("/proc/stat") as f:
-      fields = [int(x) for x in f.readline().split()[1:]]
-  except OSError:
-    return None
-  busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-  times = os.times()
-  return busy / os.sysconf("SC_CLK_TCK"), times.user + times.system
-
-
-def _others_share(start: tuple[float, float] | None, wall: float) -> float | None:
-  """Share of all CPUs that other processes used since `start` (over `wall` seconds)."""
-  end = _cpu_seconds()
-  if start is None or end is None:
-    return None
-  others = (end[0] - start[0]) - (end[1] - start[1])
-  return max(0.0, others) / (wall * (os.cpu_count() or 1))
 
 
 def _median(timings: list[dict[str, float]], key: str) -> float:
@@ -323,9 +305,9 @@ def main(argv: list[str]) -> None:
         "TRL GRPOTrainer": _trl_runner(path, tokenizer, texts, prompts, workdir),
     }
     for name, run in sides.items():
-      cpu_start, began = _cpu_seconds(), time.perf_counter()
+      cpu_start, began = cpu_seconds(), time.perf_counter()
       results[name] = run()
-      shares[name] = _others_share(cpu_start, time.perf_counter() - began)
+      shares[name] = others_share(cpu_start, time.perf_counter() - began)
       print(f"measured {name}", flush=True)
 
   marft_total = _median(results["marft"][1:], "total")
