@@ -125,9 +125,13 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
   task = get_task(config.task.name)
   task_cfg = {**task.default_config(), **dict(config.task.get("env", {}))}
+  sample_task = task.generate_task(0, "test", task_cfg)
+
+  def roles_of(kind: str) -> tuple[str, ...]:
+    return task.make_workflow(sample_task, kind, task_cfg, 1).roles
+
   try:
-    roles = task.make_workflow(task.generate_task(0, "test", task_cfg), config.task.workflow,
-                               task_cfg, 1).roles
+    roles = roles_of(config.task.workflow)
   except ValueError as e:
     raise common.ConfigError(f"task {config.task.name!r} with env {task_cfg}: {e}") from e
   if set(config.policies.mapping) != set(roles):
@@ -189,8 +193,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     return batch, metrics
 
   test_instances = load_instances(config.task.name, task_cfg, config.task.eval_tasks)
-  views = evaluation_views(
-      config, lambda kind: task.make_workflow(test_instances[0], kind, task_cfg, 1).roles)
+  views = evaluation_views(config, roles_of)
 
   def eval_fn(state):
     models = models_of(state)
