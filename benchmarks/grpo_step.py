@@ -13,8 +13,8 @@ on every prompt). Prompts are Plan-Path grids (`envs.plan_path`, single-agent wo
 32 tokens long; the reward of a completion is the fraction of its characters in `UDLR`.
 
 marft's iteration: `model_sampler` (the jitted KV-cache sampler), `grpo.group_advantages`,
-rows laid out as the rollout engine lays them out (prompt + response, padded to a power of
-two), `experiments.rl._policy_batches`, and `make_train_step` over `experiments.rl.loss`.
+rows laid out as the rollout engine lays them out (prompt + response, padded to a
+`shape_bucket`), `experiments.rl._policy_batches`, and `make_train_step` over `experiments.rl.loss`.
 TRL's: one `GRPOTrainer` training step with `per_device_train_batch_size = N * K` and
 `num_generations = K` (generation with transformers `generate`, no vLLM). Each side runs one
 warm-up iteration (marft's includes the `jax.jit` compiles), then the median of
@@ -79,7 +79,7 @@ from marft.models.config import NAMED_CONFIGS, ModelConfig  # noqa: E402
 from marft.models.decoder import build_model  # noqa: E402
 from marft.policies import policy_params, stack_policies  # noqa: E402
 from marft.rollout.engine import RolloutConfig, model_sampler  # noqa: E402
-from marft.sampling import prompt_bucket  # noqa: E402
+from marft.sampling import shape_bucket  # noqa: E402
 from marft.tokenizers import CharTokenizer  # noqa: E402
 from marft.train_step import init_train_state, make_optimizer, make_train_step  # noqa: E402
 
@@ -173,7 +173,7 @@ def _marft_runner(model: nnx.Module, tokenizer: CharTokenizer, prompts: list[lis
     rewards = np.asarray([udlr_fraction(tokenizer.decode(s.tokens)) for s in samples],
                          np.float32)
     advantages = np.asarray(grpo.group_advantages(rewards, groups))
-    width = prompt_bucket(max(len(p) + len(s.tokens) for p, s in zip(requests, samples)))
+    width = shape_bucket(max(len(p) + len(s.tokens) for p, s in zip(requests, samples)))
     rows = {"tokens": np.full((len(samples), width), tokenizer.pad_id, np.int32),
             "loss_mask": np.zeros((len(samples), width), np.float32),
             "behavior_logp": np.zeros((len(samples), width), np.float32),
@@ -339,9 +339,9 @@ def main(argv: list[str]) -> None:
     per_iteration = ", ".join(f"{t['total']:.3f}" for t in timings[1:])
     print(f"- {name}: iterations {per_iteration} s; CPU share used by other processes "
           f"meanwhile {_share(shares[name])}")
-  print(f"- update batch: marft pads rows to a power of two (at least {rl._MIN_ROWS}, padding "
-        "rows carry zero weight) and the width to a power of two; TRL's width is the prompt "
-        "plus the longest completion of the batch.")
+  print(f"- update batch: marft pads the row count (at least {rl._MIN_ROWS}; padding rows carry "
+        "zero weight) and the width to a `shape_bucket` (a power of two or 1.5 times one); "
+        "TRL's width is the prompt plus the longest completion of the batch.")
   contended = [name for name, share in shares.items()
                if share is not None and share > _MAX_OTHERS_SHARE]
   if contended:

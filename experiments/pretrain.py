@@ -5,6 +5,7 @@ checkpoint (`hf/`), which RL configs load with `base_model_dir(pretrain_config)`
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from algorithms import sft
@@ -116,6 +118,10 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   rows = sft_rows(pool, config.task.seq_len, tokenizer.pad_id)
   if len(rows["tokens"]) == 0:
     raise ValueError(f"no demonstration fits task.seq_len={config.task.seq_len}")
+  dropped = len(pool) - len(rows["tokens"])
+  if dropped:
+    logging.warning("%d of %d demonstrations are longer than task.seq_len=%d and are left out",
+                    dropped, len(pool), config.task.seq_len)
   optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
   graphdef, params, _ = stack_policies(build_model(model_config, seed=config.seed), 1)
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
@@ -124,7 +130,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   def batch_fn(state):
     rng = np.random.default_rng([config.seed, int(state.step)])
     picked = rng.integers(0, len(rows["tokens"]), config.task.batch_size)
-    return {k: v[picked][None] for k, v in rows.items()}, {"data/demonstrations": len(pool)}
+    return {k: v[picked][None] for k, v in rows.items()}, {
+        "data/demonstrations": len(pool), "data/dropped_demonstrations": dropped}
 
   test_workflows = {kind: make_workflows(config, "test", config.task.eval_tasks, kind)
                     for kind in config.task.workflows}
@@ -137,7 +144,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     return metrics
 
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     progress_keys=("train/loss", "eval/success_rate"))
+                     progress_keys=("train/loss", "eval/success_rate"),
+                     export=functools.partial(export_base_model, config))
 
 
 def export_base_model(config: Any, state: Any, workdir: str) -> str:

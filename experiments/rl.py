@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +23,15 @@ from envs.registry import get_task
 from experiments import common, pretrain
 from marft import sharding, trainer
 from marft.logprobs import next_token_logprobs
-from marft.models.hf import load_pretrained
+from marft.models.hf import load_pretrained, save_pretrained
 from marft.policies import policy_params, stack_policies
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
+from marft.sampling import shape_bucket
 from marft.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from marft.train_step import init_train_state, make_optimizer, make_train_step
 
-_MIN_ROWS = 64  # rows per policy are padded to a power of two, at least this
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_MIN_ROWS = 16  # rows per policy are padded to a `shape_bucket`, at least this
 
 
 def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
@@ -77,8 +80,7 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
     print(f"no base model for {config.task.name} yet: pretraining it in {directory}", flush=True)
     mesh = sharding.make_mesh(**pretrain_config.mesh)
-    state = trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
-    pretrain.export_base_model(pretrain_config, state, directory)
+    trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
   model, model_config = load_pretrained(hf_dir, **overrides)
   return model, model_config, CharTokenizer(model_config.vocab_size)
 
@@ -105,18 +107,23 @@ def evaluation_views(config: Any, roles_of: Callable[[str], tuple[str, ...]]
   return views
 
 
-def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int
-                    ) -> dict[str, np.ndarray]:
-  """Splits rows by policy into `[P, B, ...]`, padding each policy to a common power-of-two B
-  with zero-weight rows (so shapes, and compilations, repeat)."""
+def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int,
+                    shuffle: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+  """Splits rows by policy into `[P, B, ...]`, padding each policy to a common B (a
+  `shape_bucket`) with zero-weight rows (so shapes, and compilations, repeat). With `shuffle`,
+  each policy's B rows (padding included) are put in a random order, so that consecutive
+  minibatches mix tasks, roles and turns."""
   counts = [int((policy_ids == p).sum()) for p in range(num_policies)]
-  width = max(_MIN_ROWS, 1 << (max(counts) - 1).bit_length())
+  width = shape_bucket(max(counts), _MIN_ROWS)
+  orders = [shuffle.permutation(width) if shuffle is not None else np.arange(width)
+            for _ in range(num_policies)]
   out = {}
   for name, values in rows.items():
     stacked = np.zeros((num_policies, width) + values.shape[1:], values.dtype)
     for p in range(num_policies):
       picked = values[policy_ids == p]
       stacked[p, :len(picked)] = picked
+      stacked[p] = stacked[p][orders[p]]
     out[name] = stacked
   return out
 
@@ -139,18 +146,29 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                              f"the roles {roles} of the {config.task.workflow!r} workflow")
   if config.algo.k < 2:
     raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
-  model, _, tokenizer = base_model(config)
+  model, model_config, tokenizer = base_model(config)
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
   lora = bool(config.policies.get("lora_rank", 0))
-  optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
+  if config.algo.get("continuation", "best") not in ("best", "sampled"):
+    raise common.ConfigError(f"algo.continuation={config.algo.continuation!r}: choose 'best' "
+                             "(the AT-GRPO reference) or 'sampled'")
+  minibatches = config.algo.get("minibatches", 1)
+  if minibatches not in (1, 2, 4, 8):
+    raise common.ConfigError(f"algo.minibatches={minibatches}: choose 1, 2, 4 or 8 (the padded "
+                             "row counts are multiples of 8)")
+  # The optimizer counts updates: `minibatches` of them per step.
+  optimizer = make_optimizer(config.optimizer.to_dict() | {
+      "total_steps": config.total_steps * minibatches,
+      "warmup_steps": config.optimizer.get("warmup_steps", 0) * minibatches})
   graphdef, params, frozen = stack_policies(model, num_policies, lora_only=lora)
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
   algo = config.algo
   train_step = make_train_step(functools.partial(loss, cfg=algo), optimizer, graphdef,
-                               mesh=mesh, state=state, frozen=frozen)
+                               mesh=mesh, state=state, frozen=frozen, minibatches=minibatches)
   reference_logp = nnx.jit(next_token_logprobs) if algo.kl_coef else None
   rollout_config = RolloutConfig(k=algo.k, tree=algo.tree,
+                                 continuation=algo.get("continuation", "best"),
                                  max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.rollout.temperature)
   kind = config.task.workflow
@@ -183,7 +201,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       ref = np.zeros_like(b.behavior_logp)
       ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(b.tokens)))
       rows["ref_logp"] = ref
-    batch = _policy_batches(rows, b.policy_id, num_policies)
+    shuffle = np.random.default_rng([config.seed, step, 1]) if minibatches > 1 else None
+    batch = _policy_batches(rows, b.policy_id, num_policies, shuffle)
     metrics = {k: v for k, v in rollout.metrics.items()
                if k.startswith(("rollout/", "train/reward"))}
     metrics["rollout/max_turns"] = max_turns
@@ -212,6 +231,18 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     metrics["eval/success_rate"] = metrics["eval/greedy_success"]
     return metrics
 
+  def export(state, workdir):
+    """Each trained policy as a Hugging Face checkpoint (LoRA merged) in `workdir/hf_policy<p>`,
+    with the starting checkpoint's tokenizer files."""
+    tokenizer_dir = config.model.get("tokenizer") or config.model.get("path")
+    for p, policy in enumerate(models_of(state)):
+      path = os.path.join(workdir, f"hf_policy{p}")
+      save_pretrained(policy, model_config, path)
+      for name in _TOKENIZER_FILES:
+        if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, name)):
+          shutil.copy(os.path.join(tokenizer_dir, name), path)
+
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
+                     export=export,
                      progress_keys=("eval/greedy_success", "eval/sampled_success",
                                     "rollout/success_rate"))

@@ -5,8 +5,9 @@
       --checkpoint=runs/x/hf_policy0,runs/x/hf_policy1 --mapping=tool=1,plan=0   # swapped roles
 
 `--checkpoint` is `base` (the task's tiny base model from its default pretraining config) or
-one Hugging Face directory per policy (comma-separated). Writes `<out>.json` with
-`eval/success_rate` and per-role metrics, and `<out>.md` with one markdown table row.
+one Hugging Face directory per policy (comma-separated; an RL run writes `hf_policy<p>` when it
+finishes). Writes `<out>.json` with `eval/success_rate`, per-role metrics and each instance's
+success (0/1, in test-set order), and `<out>.md` with one markdown table row.
 """
 from __future__ import annotations
 
@@ -72,7 +73,9 @@ def main(argv: list[str]) -> None:
   result = {"task": _TASK.value, "workflow": _WORKFLOW.value, "checkpoint": _CHECKPOINT.value,
             "mapping": mapping, "temperature": _TEMPERATURE.value, "num_tasks": len(workflows),
             "eval/success_rate": rollout.metrics["rollout/success_rate"],
-            "eval/invalid_rate": rollout.metrics["rollout/invalid_rate"]}
+            "eval/invalid_rate": rollout.metrics["rollout/invalid_rate"],
+            # Per test instance, in order: for paired comparisons of two checkpoints.
+            "successes": [int(t["success"]) for t in rollout.transcripts]}
   for index, role in enumerate(workflows[0].roles):
     rows = np.asarray(batch.role_id) == index
     if rows.any():

@@ -22,8 +22,7 @@ def main(argv: list[str]) -> None:
   config, mesh = train.prepare_run(argv)
   workdir = flags.FLAGS.workdir or pretrain.base_model_dir(config)
   print(f"workdir: {workdir}", flush=True)
-  state = trainer.run(config, workdir, pretrain.build(config, mesh))
-  pretrain.export_base_model(config, state, workdir)
+  trainer.run(config, workdir, pretrain.build(config, mesh))
 
 
 if __name__ == "__main__":

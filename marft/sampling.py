@@ -43,6 +43,15 @@ def prompt_bucket(length: int) -> int:
   return max(_MIN_PROMPT_BUCKET, 1 << max(0, int(length) - 1).bit_length())
 
 
+def shape_bucket(size: int, minimum: int = 16) -> int:
+  """The padded size of a training array dimension: the smallest `2^e` or `3 * 2^(e-1)` that is
+  at least `max(size, minimum)` (16, 24, 32, 48, 64, 96, ...): at most a third of it is padding,
+  and sizes repeat, so jitted steps compile for two shapes per doubling."""
+  size = max(int(size), minimum, 1)
+  power = 1 << (size - 1).bit_length()
+  return power * 3 // 4 if power >= 4 and power * 3 // 4 >= size else power
+
+
 def filter_logits(logits: jax.Array, *, temperature: float, top_k: int, top_p: float
                   ) -> jax.Array:
   """Temperature-scaled logits with everything outside the top-k / nucleus set to -inf."""

@@ -111,9 +111,14 @@ def train_state_shardings(state: TrainState, optimizer: optax.GradientTransforma
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     graphdef: nnx.GraphDef, *, mesh: Mesh | None = None, state: TrainState | None = None,
-                    frozen: nnx.State | None = None
+                    frozen: nnx.State | None = None, minibatches: int = 1
                     ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns `step(state, batch) -> (state, metrics)`, jitted (and sharded on `mesh`).
+
+  With `minibatches = n > 1`, each policy's `B` rows are split in order into n consecutive
+  minibatches of `B / n` rows and the step makes n optimizer updates, one per minibatch, in a
+  `lax.scan` (one epoch over the batch, as PPO's mini-batch updates); metrics are their means
+  (`finite` their minimum), and the state's `step` still advances by one.
 
   `graphdef` comes from `nnx.split(module, <trainable filter>, ...)`; the model a loss sees is
   `nnx.merge(graphdef, params)` or `nnx.merge(graphdef, params, frozen)`. `metrics` are float32
@@ -122,7 +127,10 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   a `state` to read its shardings. The input state is donated.
   """
 
-  def update_one_policy(params, opt_state, frozen, batch):
+  if minibatches < 1:
+    raise ValueError(f"minibatches={minibatches} must be at least 1")
+
+  def update_minibatch(params, opt_state, frozen, batch):
     def objective(trainable):
       states = (trainable,) if frozen is None else (trainable, frozen)
       return loss_fn(nnx.merge(graphdef, *states), batch)
@@ -138,6 +146,25 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     opt_state = jax.tree.map(keep_if_finite, new_opt_state, opt_state)
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "finite": finite}
     return params, opt_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+
+  def update_one_policy(params, opt_state, frozen, batch):
+    if minibatches == 1:
+      return update_minibatch(params, opt_state, frozen, batch)
+
+    def split(x):
+      if x.shape[0] % minibatches:
+        raise ValueError(f"{x.shape[0]} rows do not split into {minibatches} minibatches")
+      return x.reshape((minibatches, x.shape[0] // minibatches) + x.shape[1:])
+
+    def update(carry, minibatch):
+      params, opt_state, metrics = update_minibatch(*carry, frozen, minibatch)
+      return (params, opt_state), metrics
+
+    (params, opt_state), metrics = jax.lax.scan(update, (params, opt_state),
+                                                jax.tree.map(split, batch))
+    metrics = {name: value.min(0) if name == "finite" else value.mean(0)
+               for name, value in metrics.items()}
+    return params, opt_state, metrics
 
   def step(state: TrainState, batch: Any, frozen: nnx.State | None):
     params, opt_state, metrics = jax.vmap(update_one_policy, in_axes=(0, 0, None, 0))(

@@ -27,13 +27,16 @@ TrainStepFn = Callable[[TrainState, Any], tuple[TrainState, Any]]
 
 
 class Job(NamedTuple):
-  """What an experiment hands the loop: initial state, jitted update, batches, evaluation."""
+  """What an experiment hands the loop: initial state, jitted update, batches, evaluation, and
+  `export(state, workdir)`, which writes the final model(s) once the run reaches its last step
+  (e.g. Hugging Face checkpoints for `launch.evaluate`)."""
 
   state: TrainState
   train_step: TrainStepFn
   batch_fn: BatchFn
   eval_fn: EvalFn | None = None
   progress_keys: tuple[str, ...] = ("train/loss",)
+  export: Callable[[TrainState, str], Any] | None = None
 
 
 def summarize_step_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -52,10 +55,11 @@ def summarize_step_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def run(config: Any, workdir: str, job: Job) -> TrainState:
   """Trains until `config.total_steps`, resuming from `workdir/checkpoints` when it has any.
 
+  Calls `job.export` when the run has reached `total_steps` (also when resumed already there).
   Reads the common keys `total_steps`, `eval_every`, `checkpoint_every`, `log.every`,
   `log.wandb_mode`, `log.max_to_keep`. Returns the final state (all saves finished).
   """
-  state, train_step, batch_fn, eval_fn, progress_keys = job
+  state, train_step, batch_fn, eval_fn, progress_keys, export = job
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.log.get("max_to_keep", 3))
   restored = checkpointer.restore_latest(state)
@@ -97,4 +101,6 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
     checkpointer.wait()
     checkpointer.close()
     logger.close()
+  if export is not None and int(state.step) >= total:
+    export(state, workdir)
   return state

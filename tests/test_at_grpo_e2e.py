@@ -4,27 +4,61 @@ Slow (about 5 minutes on 2 cores with the base model cached, 7 without): run wit
 `pytest -m slow tests/test_at_grpo_e2e.py`.
 """
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+PAIRED_TASKS = 256
+
+
+def _run(*args):
+  out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=1800, env=ENV)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _greedy_successes(checkpoint, out):
+  _run("launch.evaluate", "--task=plan_path", "--workflow=mas", f"--checkpoint={checkpoint}",
+       f"--num_tasks={PAIRED_TASKS}", f"--out={out}")
+  return np.asarray(json.load(open(f"{out}.json"))["successes"], bool)
+
+
+def sign_test_p_value(gained: int, lost: int) -> float:
+  """One-sided exact sign test on the discordant pairs: P(X >= gained), X ~ Bin(gained + lost,
+  1/2) — the chance of at least this many net flips to success if training changed nothing."""
+  n = gained + lost
+  return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n
+
+
+def test_sign_test_matches_hand_computed_values():
+  assert sign_test_p_value(3, 0) == 1 / 8
+  assert sign_test_p_value(2, 1) == 4 / 8  # P(X >= 2) = (3 + 1) / 8
+  assert sign_test_p_value(0, 2) == 1.0
 
 
 @pytest.mark.slow
 def test_default_job_improves_plan_path_success(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "launch.train", f"--workdir={tmp_path}",
-                        "--config.log.wandb_mode=disabled"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=1800, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert out.returncode == 0, out.stderr[-3000:]
+  _run("launch.train", f"--workdir={tmp_path}", "--config.log.wandb_mode=disabled")
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   evals = [r for r in records if "eval/greedy_success" in r]
   assert [r["step"] for r in evals] == [0, 10, 20, 30]
-  base, final = evals[0], evals[-1]
-  # 64 test grids; the base solves 35 greedily. Seeds 0-2 of this config measured +5, +4, +4
-  # grids after 30 steps (results/at_grpo_plan_path_3_seeds.md).
-  assert final["eval/greedy_success"] >= base["eval/greedy_success"] + 4 / 64 - 1e-9
   config = json.load(open(tmp_path / "config.json"))
   assert config["task"]["name"] == "plan_path" and config["task"]["workflow"] == "mas"
+  # The run's own 64-grid evaluation: seeds 0-2 of this config measured +5, +4, +4 grids after
+  # 30 steps (results/at_grpo_plan_path_3_seeds.md).
+  assert evals[-1]["eval/greedy_success"] >= evals[0]["eval/greedy_success"] + 4 / 64 - 1e-9
+  # Paired on 256 test grids (the 64 above and 192 more), greedy, base vs the exported final
+  # policy. Seeds 0 and 1 measured 13 grids gained / 5 lost (sign test p = 0.048) and 11 / 7
+  # (p = 0.24): most of the gain is on the first 64 grids, the ones every tiny-scale choice was
+  # made on; on the 192 others it is +0 to +2 grids. So this asserts only that training does
+  # not lose grids on balance; the gain is not yet significant at tiny scale.
+  base = _greedy_successes("base", tmp_path / "eval_base")
+  trained = _greedy_successes(tmp_path / "hf_policy0", tmp_path / "eval_trained")
+  gained, lost = int((trained & ~base).sum()), int((base & ~trained).sum())
+  assert gained >= lost, (gained, lost, sign_test_p_value(gained, lost))

@@ -6,7 +6,7 @@ import pytest
 
 from marft.models.config import get_model_config
 from marft.models.decoder import build_model
-from marft.sampling import filter_logits, generate, prompt_bucket
+from marft.sampling import filter_logits, generate, prompt_bucket, shape_bucket
 
 PROMPTS = np.array([[5, 6, 7, 8, 0, 0, 0],
                     [9, 10, 11, 12, 13, 14, 15],
@@ -100,6 +100,14 @@ def test_padding_width_and_batch_do_not_change_results(model):
                     temperature=0.0)
   np.testing.assert_array_equal(single.tokens[0], base.tokens[1])
   assert prompt_bucket(7) == 16 and prompt_bucket(17) == 32 and prompt_bucket(64) == 64
+
+
+def test_shape_bucket_is_the_smallest_power_of_two_or_one_and_a_half_times_one():
+  ladder = sorted({2**e for e in range(12)} | {3 * 2**e for e in range(11)})
+  for size in range(1, 1500):
+    expected = min(b for b in ladder if b >= max(size, 16))
+    assert shape_bucket(size) == expected, size
+  assert [shape_bucket(n, 1) for n in (1, 2, 3, 5, 7, 13)] == [1, 2, 3, 6, 8, 16]
 
 
 def test_filter_logits_matches_numpy():

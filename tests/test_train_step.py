@@ -49,6 +49,29 @@ def test_each_policy_trains_only_on_its_rows():
   assert float(metrics["loss"][0]) != float(metrics["loss"][1])
 
 
+def test_minibatches_are_sequential_sgd_steps_on_consecutive_row_slices():
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 2)
+  optimizer = optax.sgd(0.1)
+  batch = _batch(2, rows=6)
+  expected = []
+  for p in range(2):
+    policy, losses = policy_params(params, p), []
+    for rows in (slice(0, 2), slice(2, 4), slice(4, 6)):
+      loss, policy = _sgd_step(policy, jax.tree.map(lambda x: x[p, rows], batch), graphdef, 0.1)
+      losses.append(loss)
+    expected.append((np.mean(losses), policy))
+  state = init_train_state(params, optimizer, seed=0)
+  with pytest.raises(ValueError, match="do not split into 4 minibatches"):
+    make_train_step(sft.loss, optimizer, graphdef, minibatches=4)(state, batch)
+  state, metrics = make_train_step(sft.loss, optimizer, graphdef, minibatches=3)(state, batch)
+  assert int(state.step) == 1 and metrics["loss"].shape == (2,)
+  for p in range(2):
+    np.testing.assert_allclose(metrics["loss"][p], expected[p][0], rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(policy_params(state.params, p)),
+                         jax.tree.leaves(expected[p][1])):
+      np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_lora_only_updates_adapters_and_shares_the_frozen_base():
   model = build_model(CONFIG.replace(lora_rank=2, lora_targets=("q_proj", "v_proj")))
   graphdef, lora, base = stack_policies(model, 3, lora_only=True)

@@ -67,10 +67,17 @@ def _config(task: str, task_config: dict, num: int, jsonl: str) -> InstancesConf
 
 def load_instances(task: str, task_config: dict, num: int = 0, *, jsonl: str = "",
                    data_dir: str = DEFAULT_DATA_DIR) -> list[dict]:
-  """The fixed instances (building the dataset on first use), in index order."""
-  builder = TaskInstances(config=_config(task, task_config, num, jsonl), data_dir=data_dir,
-                          file_format="array_record")
-  builder.download_and_prepare()
+  """The fixed instances (building the dataset on first use), in index order.
+
+  Runs started together may build the same dataset at once: the first to finish wins, and the
+  others read its copy (the content is a function of the config).
+  """
+  config = _config(task, task_config, num, jsonl)
+  builder = TaskInstances(config=config, data_dir=data_dir, file_format="array_record")
+  try:
+    builder.download_and_prepare()
+  except FileExistsError:  # another process finished building it first
+    builder = TaskInstances(config=config, data_dir=data_dir, file_format="array_record")
   source = builder.as_data_source(split="test")
   records = sorted((int(r["index"]), r["task"]) for r in source)
   return [json.loads(text.decode() if isinstance(text, bytes) else text) for _, text in records]

@@ -73,9 +73,9 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   # ScalingInter-RL horizon curriculum; () trains at the task's max_turns throughout. E.g.
   # --config.curriculum.max_turns='(2, 4, 6)' --config.curriculum.every=10.
   c.curriculum = dict(max_turns=(), every=100)
-  c.algo = dict(name="grpo", k=4, tree=True, alpha=1.0, eps=1e-6, normalize_std=True,
-                drop_zero_variance=True, clip_eps=0.2, dual_clip=3.0, aggregation="token-mean",
-                kl_coef=0.0)
+  c.algo = dict(name="grpo", k=4, tree=True, continuation="best", minibatches=1, alpha=1.0,
+                eps=1e-6, normalize_std=True, drop_zero_variance=True, clip_eps=0.2, dual_clip=3.0,
+                aggregation="token-mean", kl_coef=0.0)
   # Tiny: lr 3e-5 was the most stable of 3e-5..1e-3 on Plan-Path (1e-4 and up lose the greedy
   # gains after ~20 steps); paper: the reference's actor lr.
   c.optimizer = dict(lr=3e-5 if tiny else 1e-6, warmup_steps=0, schedule="constant",

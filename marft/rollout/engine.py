@@ -4,9 +4,12 @@ Each task runs as K copies. Every iteration, all acting (episode, role) prompts 
 into ONE sampling call per policy (`config.policies.mapping`: role -> policy index), each copy
 applies its responses, and one row per action is recorded. With tree sampling (AT-GRPO), the K
 copies of a task act from the same state, so their K candidates form the group of
-(task, role, turn); then every copy continues from the best candidate's state (highest summed
-reward of the acting roles, ties to the lowest index). Without it, the K copies are
-independent episodes (GRPO's K samples per prompt when the workflow has one turn).
+(task, role, turn); then every copy continues from one candidate's state: the best (highest
+summed reward of the acting roles, ties to the lowest index; the AT-GRPO reference), or with
+`continuation="sampled"` the first copy's, a draw from the policy itself, so training visits
+the states the policy's own mistakes lead to (e.g. a plan agent shown a blocked proposal).
+Without tree sampling the K copies are independent episodes (GRPO's K samples per prompt when
+the workflow has one turn).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from marft.rollout.batch import TurnBatch
 from marft.rollout.workflow import Workflow
-from marft.sampling import generate, prompt_bucket
+from marft.sampling import generate, prompt_bucket, shape_bucket
 
 
 class Sample(NamedTuple):
@@ -38,11 +41,12 @@ Sampler = Callable[[Sequence[Sequence[int]], jax.Array], list[Sample]]
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-  """`k` copies per task; `tree` sampling or independent copies; sampling settings; threads for
-  environment steps."""
+  """`k` copies per task; `tree` sampling or independent copies, and which candidate a tree
+  continues from (`"best"` or `"sampled"`); sampling settings; threads for environment steps."""
 
   k: int = 4
   tree: bool = True
+  continuation: str = "best"
   max_new_tokens: int = 8
   temperature: float = 1.0
   top_k: int = 0
@@ -97,6 +101,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       raise ValueError(f"policies.mapping has no policy for role {role!r} (mapping {dict(mapping)})")
   if max(mapping[r] for r in roles) >= len(samplers):
     raise ValueError(f"mapping {dict(mapping)} needs more than {len(samplers)} policies")
+  if config.continuation not in ("best", "sampled"):
+    raise ValueError(f"continuation={config.continuation!r}: choose 'best' or 'sampled'")
   k = config.k
   episodes: list[list[Workflow]] = [[wf.clone() for _ in range(k)] for wf in workflows]
   transcripts = [[[] for _ in range(k)] for _ in workflows]
@@ -162,10 +168,11 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       stage_scores[(t, b)] = score
     if config.tree:
       for t in sorted({t for t, _ in live}):
-        best = max(range(k), key=lambda b: (stage_scores[(t, b)], -b))
-        chosen_rows[t] += [row for _, row in request_rows[(t, best)]]
-        path = transcripts[t][best]
-        episodes[t] = [episodes[t][best].clone() for _ in range(k)]
+        chosen = 0 if config.continuation == "sampled" else max(
+            range(k), key=lambda b: (stage_scores[(t, b)], -b))
+        chosen_rows[t] += [row for _, row in request_rows[(t, chosen)]]
+        path = transcripts[t][chosen]
+        episodes[t] = [episodes[t][chosen].clone() for _ in range(k)]
         transcripts[t] = [list(path) for _ in range(k)]
     env_seconds += time.perf_counter() - tick
     iteration += 1
@@ -200,7 +207,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
 def _to_batch(rows: list[_Row], pad_id: int, chosen_rows: list[list[int]] | None
               ) -> TurnBatch:
   """Pads rows to a common width and fills the episode return of each row's episode."""
-  width = prompt_bucket(max(len(r.prompt) + len(r.sample.tokens) for r in rows))
+  width = shape_bucket(max(len(r.prompt) + len(r.sample.tokens) for r in rows))
   n = len(rows)
   tokens = np.full((n, width), pad_id, np.int32)
   loss_mask = np.zeros((n, width), np.float32)

@@ -10,17 +10,25 @@ from experiments import rl
 from marft.logprobs import next_token_logprobs
 from marft.models.config import get_model_config
 from marft.models.decoder import build_model
+from marft.policies import policy_params, stack_policies
 
 
 def test_policy_batches_route_rows_and_pad_with_zero_weight():
   rows = {"x": np.arange(5, dtype=np.float32), "row_weight": np.ones(5, np.float32)}
   out = rl._policy_batches(rows, np.array([1, 0, 1, 1, 0]), num_policies=2)
-  assert out["x"].shape == (2, 64)
+  assert out["x"].shape == (2, 16)
   np.testing.assert_array_equal(out["x"][0, :2], [1, 4])
   np.testing.assert_array_equal(out["x"][1, :3], [0, 2, 3])
   np.testing.assert_array_equal(out["row_weight"].sum(-1), [2, 3])  # padding carries no weight
   big = rl._policy_batches({"x": np.zeros(70)}, np.zeros(70, int), 1)
-  assert big["x"].shape == (1, 128)
+  assert big["x"].shape == (1, 96)
+  # Shuffled: each policy's rows (padding included) in a random order, none lost or mixed.
+  rows = {"x": np.arange(1, 6, dtype=np.float32), "row_weight": np.ones(5, np.float32)}
+  mixed = rl._policy_batches(rows, np.array([1, 0, 1, 1, 0]), 2, np.random.default_rng(0))
+  assert sorted(mixed["x"][0][mixed["x"][0] > 0]) == [2, 5]
+  assert sorted(mixed["x"][1][mixed["x"][1] > 0]) == [1, 3, 4]
+  assert (mixed["row_weight"] == (mixed["x"] > 0)).all()  # each row keeps its own weight
+  assert list(mixed["x"][1][:3]) != [1, 3, 4]
 
 
 def test_on_policy_loss_is_minus_token_mean_advantage_and_its_gradient_is_reinforce():
@@ -85,6 +93,23 @@ def test_lora_per_role_job_trains_only_each_roles_adapters(tmp_path):
           "eval/sampled_success"} <= set(evals)
 
 
+def test_sampled_continuation_minibatched_run_exports_its_policy(tmp_path):
+  from marft import sharding, trainer
+  from marft.models.hf import load_pretrained
+  config = _job_config(tmp_path, "mas_shared", continuation="sampled", minibatches=2)
+  config.total_steps, config.eval_every, config.log.wandb_mode = 1, 0, "disabled"
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  state = trainer.run(config, str(tmp_path / "run"), job)
+  assert int(state.step) == 1 and int(np.asarray(state.skipped_steps).sum()) == 0
+  exported, _ = load_pretrained(str(tmp_path / "run" / "hf_policy0"))
+  start, _ = load_pretrained(str(tmp_path / "hf"))
+  tokens = jnp.asarray([[1, 40, 41, 42, 43]], jnp.int32)
+  graphdef, _, _ = stack_policies(start, 1)
+  trained = nnx.merge(graphdef, policy_params(state.params, 0))
+  np.testing.assert_allclose(exported(tokens), trained(tokens), atol=1e-5)
+  assert np.abs(np.asarray(exported(tokens) - start(tokens))).max() > 0  # it did train
+
+
 def test_evaluation_views():
   config = ml_collections.ConfigDict(dict(
       task=dict(workflow="mas"), policies=dict(mapping=dict(tool=0, plan=1)),
@@ -116,6 +141,8 @@ def test_every_table_config_validates():
     (dict(mapping={"tool": 0}), "must name exactly the roles"),
     (dict(k=1), "algo.k=1"),
     (dict(workflow="debate"), "debate"),
+    (dict(continuation="greedy"), "algo.continuation"),
+    (dict(minibatches=3), "algo.minibatches=3"),
 ])
 def test_bad_rl_configs_are_config_errors(tmp_path, change, message):
   from experiments import common
@@ -127,5 +154,8 @@ def test_bad_rl_configs_are_config_errors(tmp_path, change, message):
     config.algo.k = change["k"]
   if "workflow" in change:
     config.task.workflow = change["workflow"]
+  for key in ("continuation", "minibatches"):
+    if key in change:
+      config.algo[key] = change[key]
   with pytest.raises(common.ConfigError, match=message):
     rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))

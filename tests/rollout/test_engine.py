@@ -57,6 +57,32 @@ def test_tree_sampling_rows_groups_and_best_branch():
   assert rollout.transcripts[0]["success"] and len(rollout.transcripts[0]["steps"]) == 2
 
 
+def test_sampled_continuation_follows_the_first_copy_not_the_best():
+  # Same candidates as above, but the tree continues from copy 0's tool answer "1" (reward 0),
+  # so both plan prompts show "1"; plan "2", "3": copy 1 solves, yet copy 0's "2" is followed,
+  # so turn 1 is played from an unsolved state: tool "3", "3", plan "3", "3".
+  tool, plan = scripted(["1", "3", "3", "3"]), scripted(["2", "3", "3", "3"])
+  rollout = collect([GuessWorkflow({"target": "3"}, max_turns=2)], [tool, plan], TOK,
+                    jax.random.key(0), mapping={"tool": 0, "plan": 1},
+                    config=RolloutConfig(k=2, tree=True, continuation="sampled"))
+  b = rollout.batch
+  assert plan.calls == [["P01\n>", "P01\n>"], ["P13\n>", "P13\n>"]]
+  assert tool.calls == [["T0\n>", "T0\n>"], ["T1\n>", "T1\n>"]]
+  np.testing.assert_array_equal(b.turn_id, [0, 0, 0, 0, 1, 1, 1, 1])
+  np.testing.assert_allclose(b.reward, [0.0, 0.5, 0.0, 1.0, 0.5, 0.5, 1.0, 1.0])
+  # The followed path: plan "2" at turn 0 (team 0), plan "3" at turn 1 (team 1).
+  np.testing.assert_allclose(b.episode_return, [1.0] * 8)
+  assert rollout.metrics["rollout/success_rate"] == 1.0
+  assert len(rollout.transcripts[0]["steps"]) == 4
+
+
+def test_unknown_continuation_is_a_clear_error():
+  with pytest.raises(ValueError, match="continuation="):
+    collect([GuessWorkflow({"target": "3"}, max_turns=1)], [scripted([])], TOK,
+            jax.random.key(0), mapping={"tool": 0, "plan": 0},
+            config=RolloutConfig(k=2, continuation="greedy"))
+
+
 def test_independent_copies_run_their_own_episodes():
   # Branch 0 fails turn 0 and plays turn 1; branch 1 solves at turn 0.
   # One shared policy answers in request order: turn 0 tools (b0 "x" invalid, b1 "3"), turn 0
