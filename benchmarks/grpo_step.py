@@ -26,22 +26,26 @@ Run from the repository root:
   python benchmarks/grpo_step.py --num_prompts=16 --group_size=8 --max_new_tokens=32
 
 Measured on 2 CPU cores (x86_64, idle: other processes under 2% of the CPUs; jax 0.10.2,
-torch 2.13.0+cpu, transformers 5.24.0, trl 1.16.0), N=8, K=8, median of 7 iterations:
+torch 2.13.0+cpu, transformers 5.24.0, trl 1.16.0), median of 5 iterations:
 
-| M | method | s / iteration | rollout s | update s | update batch | speedup vs TRL |
+| N x K, M | method | s / iteration | rollout s | update s | update batch | speedup vs TRL |
 |---|---|---|---|---|---|---|
-| 16 | marft | 0.361 | 0.080 | 0.278 | 64 x 64 | 0.62x |
-| 16 | TRL GRPOTrainer | 0.223 | 0.089 | 0.134 | 64 x 48 | 1 |
-| 32 | marft | 0.384 | 0.118 | 0.266 | 64 x 64 | 0.85x |
-| 32 | TRL GRPOTrainer | 0.325 | 0.153 | 0.173 | 64 x 64 | 1 |
+| 8 x 8, 16 | marft | 0.268 | 0.072 | 0.194 | 64 x 48 | 0.83x |
+| 8 x 8, 16 | TRL GRPOTrainer | 0.223 | 0.089 | 0.133 | 64 x 48 | 1 |
+| 8 x 8, 32 | marft | 0.403 | 0.126 | 0.276 | 64 x 64 | 0.86x |
+| 8 x 8, 32 | TRL GRPOTrainer | 0.345 | 0.158 | 0.183 | 64 x 64 | 1 |
+| 3 x 3, 8 | marft | 0.084 | 0.026 | 0.057 | 16 x 48 | 0.62x |
+| 3 x 3, 8 | TRL GRPOTrainer | 0.052 | 0.026 | 0.026 | 9 x 40 | 1 |
 
-The 5x target is not met: marft's rollout is 1.1-1.3x faster, its update 1.5-2x slower. At
-M=16 marft trains on 64-token rows (the width is rounded up to a power of two) where TRL trains
-on 48; at M=32 both train on 64 and XLA:CPU's forward + backward + AdamW still takes 1.5x
-torch's. Small batches pad to 64 rows: N=3, K=3, M=8 measured 0.31 s against TRL's 0.06 s.
-Under load the order flips: with other processes using half of the CPUs, one run measured
-TRL at 5.8 s / iteration and marft at 0.57 s (torch's threads slow down far more on
-shared cores); the script warns when that happens.
+The 5x target is not met. marft's rollout is 1.0-1.3x faster; its update, on the same
+batch shape, is 1.5x slower: at this size both updates are compute-bound (~20 GFLOP of forward
+and backward for 64 x 48 tokens of a 1M-parameter model, ~0.1-0.2 s on 2 cores), and XLA:CPU's
+forward + backward + AdamW runs at about two thirds of torch's rate. A 5x lead would need the
+update to cost less than its arithmetic, so it cannot come from overheads on CPU. (Padding rows to
+a power of two with a 64-row minimum, as before `shape_bucket`, measured 0.62x at 8 x 8, M=16 and
+0.17x at 3 x 3, M=8.) Under load the order flips: with other processes using half of the CPUs,
+one run measured TRL at 5.8 s / iteration and marft at 0.57 s (torch's threads slow down far
+more on shared cores); the script warns when that happens.
 """
 from __future__ import annotations
 
