@@ -242,7 +242,9 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
         if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, name)):
           shutil.copy(os.path.join(tokenizer_dir, name), path)
 
+  base = config.model.get("path") or pretrain.base_model_dir(pretrain.config_for(config.task.name))
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      export=export,
+                     provenance={"base_model": os.path.abspath(base), "task_settings": task_cfg},
                      progress_keys=("eval/greedy_success", "eval/sampled_success",
                                     "rollout/success_rate"))

@@ -87,7 +87,10 @@ def main(argv: list[str]) -> None:
     job = JOBS[config.algo.name].build(config, mesh)
   except common.ConfigError as e:  # found while building (e.g. a mapping missing a role)
     sys.exit(f"invalid config: {e}")
-  trainer.run(config, workdir, job)
+  try:
+    trainer.run(config, workdir, job)
+  except trainer.ProvenanceMismatch as e:
+    sys.exit(f"cannot resume: {e}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ checkpoint continues exactly as if uninterrupted.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -27,9 +28,10 @@ TrainStepFn = Callable[[TrainState, Any], tuple[TrainState, Any]]
 
 
 class Job(NamedTuple):
-  """What an experiment hands the loop: initial state, jitted update, batches, evaluation, and
+  """What an experiment hands the loop: initial state, jitted update, batches, evaluation;
   `export(state, workdir)`, which writes the final model(s) once the run reaches its last step
-  (e.g. Hugging Face checkpoints for `launch.evaluate`)."""
+  (e.g. Hugging Face checkpoints for `launch.evaluate`); and `provenance`, what the run depends on
+  beyond its config (the base model it starts from, the task's resolved settings), JSON-able."""
 
   state: TrainState
   train_step: TrainStepFn
@@ -37,6 +39,33 @@ class Job(NamedTuple):
   eval_fn: EvalFn | None = None
   progress_keys: tuple[str, ...] = ("train/loss",)
   export: Callable[[TrainState, str], Any] | None = None
+  provenance: Mapping[str, Any] | None = None
+
+
+class ProvenanceMismatch(ValueError):
+  """A run directory holds checkpoints of a run that started from something else."""
+
+
+def check_provenance(workdir: str, provenance: Mapping[str, Any] | None, resuming: bool) -> None:
+  """Records `provenance` in `workdir/provenance.json`; refuses to resume a run recorded with a
+  different one (e.g. the same config over a re-pretrained base model), which would silently mix
+  two experiments."""
+  if provenance is None:
+    return
+  path = os.path.join(workdir, "provenance.json")
+  current = json.loads(json.dumps(provenance, sort_keys=True, default=str))
+  if resuming and os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded != current:
+      changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+      raise ProvenanceMismatch(
+          f"{workdir} holds a run that started from a different {', '.join(changed)} "
+          f"({[recorded.get(k) for k in changed]} there, {[current.get(k) for k in changed]} now); "
+          "pass another --workdir or remove that directory")
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(current, f, indent=2, sort_keys=True)
 
 
 def summarize_step_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -59,9 +88,14 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
   Reads the common keys `total_steps`, `eval_every`, `checkpoint_every`, `log.every`,
   `log.wandb_mode`, `log.max_to_keep`. Returns the final state (all saves finished).
   """
-  state, train_step, batch_fn, eval_fn, progress_keys, export = job
+  state, train_step, batch_fn, eval_fn, progress_keys, export, provenance = job
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.log.get("max_to_keep", 3))
+  try:
+    check_provenance(workdir, provenance, resuming=checkpointer.latest_step is not None)
+  except ProvenanceMismatch:
+    checkpointer.close()
+    raise
   restored = checkpointer.restore_latest(state)
   fresh = restored is None
   if not fresh:
