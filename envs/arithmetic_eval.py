@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import math
 import operator
+import threading
 
 MAX_LENGTH = 200
 MAX_ABS = 10**12
@@ -27,6 +28,10 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Pow: operator.pow}
 
 Number = int | float
+# CPython 3.11's AST constructor keeps a recursion count that concurrent `ast.parse` calls can
+# corrupt ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905); the
+# rollout engine steps environments in threads, so parsing is serialised.
+_PARSE_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +57,7 @@ def evaluate(text: str) -> Number | EvalError:
   if not set(expression) <= _CHARS:
     return EvalError("forbidden character")
   try:
-    tree = ast.parse(expression, mode="eval")
+    tree = parse_expression(expression)
   except (SyntaxError, ValueError, MemoryError, RecursionError):
     return EvalError("syntax error")
   try:
@@ -63,6 +68,12 @@ def evaluate(text: str) -> Number | EvalError:
     return EvalError("division by zero")
   except (OverflowError, RecursionError):
     return EvalError("number too large")
+
+
+def parse_expression(text: str) -> ast.Expression:
+  """`ast.parse(text, mode="eval")`, safe to call from several threads at once."""
+  with _PARSE_LOCK:
+    return ast.parse(text, mode="eval")
 
 
 def _value(node: ast.AST) -> Number:

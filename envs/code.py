@@ -46,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from envs import sandbox
+from envs.arithmetic_eval import parse_expression
 from envs.splits import split_of
 from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
 
@@ -267,7 +268,7 @@ def _parse_test(item: str) -> tuple[tuple, Any] | None:
     return None
   text = item if "==" in item else item.replace("=", "==", 1)  # `f(2)=7` is accepted too
   try:
-    node = ast.parse(text, mode="eval").body
+    node = parse_expression(text).body
     if (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)
         and isinstance(node.left, ast.Call) and isinstance(node.left.func, ast.Name)
         and node.left.func.id == "f" and not node.left.keywords):
