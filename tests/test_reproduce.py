@@ -33,6 +33,13 @@ def _evals(greedy, sampled, **extra):
   return out
 
 
+def test_verdict_counts_a_difference_only_beyond_two_standard_errors():
+  # 55.5% vs 52.3% on 256 each: SE = sqrt((.555 * .445 + .523 * .477) / 256) = 0.04404.
+  assert table.verdict(0.555, 0.523, 256) == "holds only within noise (2 SE = 8.8 points)"
+  assert table.verdict(0.625, 0.15, 256) == "holds"  # SE 0.0376: 47.5 points > 7.5
+  assert table.verdict(0.5, 0.5, 256) == "does NOT hold"
+
+
 def test_reproduce_writes_the_table_from_finished_runs(tmp_path):
   runs, results = tmp_path / "runs", tmp_path / "results"
   shared_final = [0.50, 0.75]

@@ -126,7 +126,18 @@ def _fmt(values: Sequence[float]) -> str:
   return f"{mean:.1f} ± {100 * np.std(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
 
 
-def _observations(cells, tasks) -> list[str]:
+def verdict(better: float, worse: float, test_size: int) -> str:
+  """Whether success rate `better` > `worse` holds, against two binomial standard errors of the
+  difference of two rates measured on `test_size` instances each: sqrt(sum p (1 - p) / n)."""
+  se = np.sqrt((better * (1 - better) + worse * (1 - worse)) / test_size)
+  if better - worse > 2 * se:
+    return "holds"
+  if better > worse:
+    return f"holds only within noise (2 SE = {200 * se:.1f} points)"
+  return "does NOT hold"
+
+
+def _observations(cells, tasks, test_sizes: dict[str, int]) -> list[str]:
   """Where the paper's ordering holds at this scale (greedy success, means over seeds)."""
   lines = []
   checks = (("Single agent + GRPO", "Single agent"), ("MAS + AT-GRPO, shared policy", "MAS"),
@@ -137,8 +148,8 @@ def _observations(cells, tasks) -> list[str]:
     for better, worse in checks:
       a = np.mean(cell_values(cells, task, *rows[better], "eval/greedy_success"))
       b = np.mean(cell_values(cells, task, *rows[worse], "eval/greedy_success"))
-      verdict = "holds" if a > b else "does NOT hold"
-      lines.append(f"- {task}: {better} ({100 * a:.1f}) > {worse} ({100 * b:.1f}): {verdict}")
+      lines.append(f"- {task}: {better} ({100 * a:.1f}) > {worse} ({100 * b:.1f}): "
+                   f"{verdict(a, b, test_sizes[task])}")
   return lines
 
 
@@ -177,7 +188,11 @@ def write_table(cells, scale: str, seeds: int, results_dir: str,
         rows_csv.append(["plan_path", f"ablation: {label}", metric, 100 * np.mean(values),
                          100 * np.std(values), len(values), paper])
     md.append("")
-  md += ["## Does the paper's ordering hold here?", "", *_observations(cells, tasks), ""]
+  test_sizes = {task: run_config(task, "mas_shared", scale, 0).task.eval_tasks for task in tasks}
+  md += ["## Does the paper's ordering hold here?", "",
+         "A difference counts when it exceeds two binomial standard errors of the difference of two "
+         f"rates on the task's test set ({', '.join(f'{t} {n}' for t, n in test_sizes.items())} "
+         "instances).", "", *_observations(cells, tasks, test_sizes), ""]
   paths = [os.path.join(results_dir, f"at_grpo.{ext}") for ext in ("md", "csv", "png")]
   with open(paths[0], "w") as f:
     f.write("\n".join(md))
