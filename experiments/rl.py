@@ -25,7 +25,7 @@ from marft import sharding, trainer
 from marft.logprobs import next_token_logprobs
 from marft.models.hf import load_pretrained, save_pretrained
 from marft.policies import policy_params, stack_policies
-from marft.rollout.engine import RolloutConfig, collect, model_sampler
+from marft.rollout.engine import CONTINUATIONS, RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
 from marft.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
 from marft.train_step import init_train_state, make_optimizer, make_train_step
@@ -58,11 +58,19 @@ def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
   return total, metrics
 
 
+def base_model_path(config: Any) -> str:
+  """The Hugging Face directory the run starts from: `model.path`, or the task's tiny base."""
+  if config.model.get("path"):
+    return config.model.path
+  return os.path.join(pretrain.base_model_dir(pretrain.config_for(config.task.name)), "hf")
+
+
 def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   """The run's starting model, its config and tokenizer.
 
   `model.path` names a Hugging Face checkpoint directory (a real LLM with its `tokenizer.json`,
-  or `model.tokenizer`: another directory, or `"char"`); without it the task's tiny base model is used, pretrained (and cached) on first use.
+  or `model.tokenizer`: another directory, or `"char"`); without it the task's tiny base model
+  is used, pretrained (and cached) on first use.
   `policies.lora_rank > 0` adds fresh LoRA adapters (trained per policy over the frozen base).
   """
   overrides = {"dtype": config.model.dtype, "lora_rank": config.policies.get("lora_rank", 0)}
@@ -74,11 +82,11 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   if config.model.name != "tiny":
     raise common.ConfigError(f"model.name={config.model.name!r} needs model.path: a directory "
                              "holding its Hugging Face checkpoint and tokenizer.json")
-  pretrain_config = pretrain.config_for(config.task.name)
-  directory = pretrain.base_model_dir(pretrain_config)
-  hf_dir = os.path.join(directory, "hf")
+  hf_dir = base_model_path(config)
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
+    directory = os.path.dirname(hf_dir)
     print(f"no base model for {config.task.name} yet: pretraining it in {directory}", flush=True)
+    pretrain_config = pretrain.config_for(config.task.name)
     mesh = sharding.make_mesh(**pretrain_config.mesh)
     trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
   model, model_config = load_pretrained(hf_dir, **overrides)
@@ -150,9 +158,9 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
   lora = bool(config.policies.get("lora_rank", 0))
-  if config.algo.get("continuation", "best") not in ("best", "sampled"):
-    raise common.ConfigError(f"algo.continuation={config.algo.continuation!r}: choose 'best' "
-                             "(the AT-GRPO reference) or 'sampled'")
+  if config.algo.get("continuation", "best") not in CONTINUATIONS:
+    raise common.ConfigError(f"algo.continuation={config.algo.continuation!r}: choose from "
+                             f"{CONTINUATIONS} ('best' is the AT-GRPO reference)")
   minibatches = config.algo.get("minibatches", 1)
   if minibatches not in (1, 2, 4, 8):
     raise common.ConfigError(f"algo.minibatches={minibatches}: choose 1, 2, 4 or 8 (the padded "
@@ -242,9 +250,9 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
         if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, name)):
           shutil.copy(os.path.join(tokenizer_dir, name), path)
 
-  base = config.model.get("path") or pretrain.base_model_dir(pretrain.config_for(config.task.name))
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      export=export,
-                     provenance={"base_model": os.path.abspath(base), "task_settings": task_cfg},
+                     provenance={"base_model": os.path.abspath(base_model_path(config)),
+                                 "task_settings": task_cfg},
                      progress_keys=("eval/greedy_success", "eval/sampled_success",
                                     "rollout/success_rate"))

@@ -28,6 +28,9 @@ from marft.rollout.workflow import Workflow
 from marft.sampling import generate, prompt_bucket, shape_bucket
 
 
+CONTINUATIONS = ("best", "sampled")  # which candidate a tree continues from
+
+
 class Sample(NamedTuple):
   """One sampled response: its token ids (the stop token included) and their log-probs."""
 
@@ -101,8 +104,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       raise ValueError(f"policies.mapping has no policy for role {role!r} (mapping {dict(mapping)})")
   if max(mapping[r] for r in roles) >= len(samplers):
     raise ValueError(f"mapping {dict(mapping)} needs more than {len(samplers)} policies")
-  if config.continuation not in ("best", "sampled"):
-    raise ValueError(f"continuation={config.continuation!r}: choose 'best' or 'sampled'")
+  if config.continuation not in CONTINUATIONS:
+    raise ValueError(f"continuation={config.continuation!r}: choose from {CONTINUATIONS}")
   k = config.k
   episodes: list[list[Workflow]] = [[wf.clone() for _ in range(k)] for wf in workflows]
   transcripts = [[[] for _ in range(k)] for _ in workflows]
