@@ -32,6 +32,8 @@ from marft.tokenizers import CharTokenizer
 from marft.train_step import init_train_state, make_optimizer, make_train_step
 
 BASE_ROOT = "runs/base"
+# Named model shapes with the character vocabulary, so a task's base model can be pretrained here.
+BASE_MODELS = ("tiny", "small")
 
 
 def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
@@ -56,9 +58,15 @@ def default_config(task: str, *, corruption_alphabet: str, seq_len: int = 48,
   return c
 
 
-def config_for(task: str) -> ml_collections.ConfigDict:
-  """The default pretraining config of a task (`experiments/configs/pretrain_<task>.py`)."""
-  return importlib.import_module(f"experiments.configs.pretrain_{task}").get_config()
+def config_for(task: str, model: str = "tiny") -> ml_collections.ConfigDict:
+  """The default pretraining config of a task (`experiments/configs/pretrain_<task>.py`) for
+  one of `BASE_MODELS`."""
+  if model not in BASE_MODELS:
+    raise common.ConfigError(f"no pretraining recipe for model {model!r}: a base model is one of "
+                             f"{BASE_MODELS} (others need model.path: a Hugging Face checkpoint)")
+  config = importlib.import_module(f"experiments.configs.pretrain_{task}").get_config()
+  config.model.name = model
+  return config
 
 
 def base_model_dir(config: Any) -> str:

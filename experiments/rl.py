@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -59,18 +60,26 @@ def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
 
 
 def base_model_path(config: Any) -> str:
-  """The Hugging Face directory the run starts from: `model.path`, or the task's tiny base."""
+  """The Hugging Face directory the run starts from: `model.path`, or the task's base model of
+  shape `model.name` (one of `pretrain.BASE_MODELS`)."""
   if config.model.get("path"):
     return config.model.path
-  return os.path.join(pretrain.base_model_dir(pretrain.config_for(config.task.name)), "hf")
+  return os.path.join(pretrain.base_model_dir(_pretrain_config(config)), "hf")
+
+
+def _pretrain_config(config: Any) -> ml_collections.ConfigDict:
+  if config.model.name not in pretrain.BASE_MODELS:
+    raise common.ConfigError(f"model.name={config.model.name!r} needs model.path: a directory "
+                             "holding its Hugging Face checkpoint and tokenizer.json")
+  return pretrain.config_for(config.task.name, config.model.name)
 
 
 def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   """The run's starting model, its config and tokenizer.
 
   `model.path` names a Hugging Face checkpoint directory (a real LLM with its `tokenizer.json`,
-  or `model.tokenizer`: another directory, or `"char"`); without it the task's tiny base model
-  is used, pretrained (and cached) on first use.
+  or `model.tokenizer`: another directory, or `"char"`); without it the task's base model of
+  shape `model.name` (`tiny` or `small`) is used, pretrained (and cached) on first use.
   `policies.lora_rank > 0` adds fresh LoRA adapters (trained per policy over the frozen base).
   """
   overrides = {"dtype": config.model.dtype, "lora_rank": config.policies.get("lora_rank", 0)}
@@ -79,14 +88,11 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
     tokenizer = load_tokenizer(config.model.get("tokenizer") or config.model.path,
                                model_config.vocab_size)
     return model, model_config, tokenizer
-  if config.model.name != "tiny":
-    raise common.ConfigError(f"model.name={config.model.name!r} needs model.path: a directory "
-                             "holding its Hugging Face checkpoint and tokenizer.json")
   hf_dir = base_model_path(config)
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
     directory = os.path.dirname(hf_dir)
     print(f"no base model for {config.task.name} yet: pretraining it in {directory}", flush=True)
-    pretrain_config = pretrain.config_for(config.task.name)
+    pretrain_config = _pretrain_config(config)
     mesh = sharding.make_mesh(**pretrain_config.mesh)
     trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
   model, model_config = load_pretrained(hf_dir, **overrides)

@@ -4,9 +4,9 @@
   python -m launch.evaluate --task=plan_path --workflow=mas \\
       --checkpoint=runs/x/hf_policy0,runs/x/hf_policy1 --mapping=tool=1,plan=0   # swapped roles
 
-`--checkpoint` is `base` (the task's tiny base model from its default pretraining config) or
-one Hugging Face directory per policy (comma-separated; an RL run writes `hf_policy<p>` when it
-finishes). Writes `<out>.json` with `eval/success_rate`, per-role metrics and each instance's
+`--checkpoint` is `base` (the task's base model of shape `--base_model`, from its default
+pretraining config) or one Hugging Face directory per policy (comma-separated; an RL run writes
+`hf_policy<p>` when it finishes). Writes `<out>.json` with `eval/success_rate`, per-role metrics and each instance's
 success (0/1, in test-set order), and `<out>.md` with one markdown table row.
 """
 from __future__ import annotations
@@ -28,6 +28,8 @@ from marft.tokenizers import CharTokenizer, load_tokenizer
 _TASK = flags.DEFINE_string("task", "plan_path", "Task name (envs.registry).")
 _WORKFLOW = flags.DEFINE_enum("workflow", "mas", ["single", "mas"], "Workflow.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "base", "'base' or HF dirs, one per policy.")
+_BASE_MODEL = flags.DEFINE_enum("base_model", "tiny", list(pretrain.BASE_MODELS),
+                                "Shape of the base model that --checkpoint=base evaluates.")
 _MAPPING = flags.DEFINE_string("mapping", "", "role=policy,... (default: every role -> 0).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 128, "Test instances.")
@@ -50,7 +52,7 @@ def main(argv: list[str]) -> None:
   del argv
   task = get_task(_TASK.value)
   cfg = task.default_config()
-  pretrain_config = pretrain.config_for(_TASK.value)
+  pretrain_config = pretrain.config_for(_TASK.value, _BASE_MODEL.value)
   if _CHECKPOINT.value == "base":
     directories = [os.path.join(pretrain.base_model_dir(pretrain_config), "hf")]
   else:

@@ -1,6 +1,6 @@
 """Reproduce a paper table: run (or reuse) every cell, several seeds, and write the results.
 
-  python -m launch.reproduce --table=at_grpo [--scale=tiny|paper] [--seeds=3] [--workers=2]
+  python -m launch.reproduce --table=at_grpo [--scale=tiny|small|paper] [--seeds=3] [--workers=2]
   python -m launch.reproduce --table=qmix_two_step
 
 Each table is a module `experiments/tables/<table>.py` with `reproduce(*, scale, seeds,
@@ -18,7 +18,8 @@ from absl import app, flags
 TABLES = ("at_grpo", "qmix_two_step")
 
 _TABLE = flags.DEFINE_enum("table", None, TABLES, "Which table.", required=True)
-_SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "paper"], "Model scale of the runs.")
+_SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "small", "paper"],
+                           "Model scale of the runs.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per cell.", lower_bound=1)
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Where the table is written.")
 _RUNS_DIR = flags.DEFINE_string("runs_dir", "runs", "Where runs live (and are reused from).")

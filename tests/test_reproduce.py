@@ -82,7 +82,7 @@ def test_unknown_columns_and_options_are_clear_errors(tmp_path):
 
 def test_missing_runs_are_launched_with_their_cell_and_seed(tmp_path, monkeypatch):
   commands = []
-  monkeypatch.setattr(table, "_pretrain_base", lambda task: None)
+  monkeypatch.setattr(table, "_pretrain_base", lambda task, model: None)
   monkeypatch.setattr(table.subprocess, "run",
                       lambda command, env: commands.append(command) or
                       subprocess.CompletedProcess(command, 0))

@@ -13,8 +13,10 @@ regimes (rows of the table; the "no RL" rows are each run's step-0 evaluation):
 - mas_per_role: one policy per role (P = 2 stacked, one vmapped update); also evaluated with the
   role policies swapped.
 - mas_lora_per_role: as mas_per_role, each role a LoRA adapter over one frozen base.
-scales: tiny (the task's tiny pretrained base model on CPU) and paper (a real checkpoint given
-by `model.path`; the reference configs' K, batch, turn limit, lr and LoRA rank).
+scales: tiny (the task's 1M-parameter pretrained base model, on CPU), small (the same recipe
+with the 10.9M-parameter `small` model: Plan-Path's greedy gain is far outside noise there,
+about 15 minutes a run on 2 CPU cores) and paper (a real checkpoint given by `model.path`; the
+reference configs' K, batch, turn limit, lr and LoRA rank).
 """
 import ml_collections
 
@@ -23,6 +25,7 @@ from experiments import common
 ROLES = {"plan_path": ("tool", "plan"), "sokoban": ("tool", "plan"), "sudoku": ("tool", "plan"),
          "math": ("tool", "reasoner"), "code": ("coder", "tester")}
 REGIMES = ("single_grpo", "mas_shared", "mas_per_role", "mas_lora_per_role")
+SCALES = ("tiny", "small", "paper")
 
 # Tiny scale: the environment overrides, answer lengths and test-set sizes of each task. 256 test
 # instances (binomial standard error <= 3.1 points) where evaluation is cheap; 64 for code, whose
@@ -49,15 +52,15 @@ PAPER_TASKS = {
 
 def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.ConfigDict:
   task, regime, scale = cell.split(",")
-  if task not in ROLES or regime not in REGIMES or scale not in ("tiny", "paper"):
+  if task not in ROLES or regime not in REGIMES or scale not in SCALES:
     raise ValueError(f"config cell {cell!r}: expected <task>,<regime>,<scale> with task in "
-                     f"{sorted(ROLES)}, regime in {REGIMES}, scale tiny|paper")
-  tiny = scale == "tiny"
-  c = common.base_config(total_steps=30 if tiny else 200, eval_every=10,
+                     f"{sorted(ROLES)}, regime in {REGIMES}, scale in {SCALES}")
+  on_cpu = scale != "paper"  # a base model pretrained here (tiny or small)
+  c = common.base_config(total_steps=30 if on_cpu else 200, eval_every=10,
                          checkpoint_every=10, log_every=1, max_to_keep=2)
-  c.model = dict(name="tiny" if tiny else "qwen3-1.7b", path="", tokenizer="",
-                 dtype="float32" if tiny else "bfloat16")
-  settings = (TINY_TASKS if tiny else PAPER_TASKS)[task]
+  c.model = dict(name=scale if on_cpu else "qwen3-1.7b", path="", tokenizer="",
+                 dtype="float32" if on_cpu else "bfloat16")
+  settings = (TINY_TASKS if on_cpu else PAPER_TASKS)[task]
   roles = ROLES[task]
   if regime == "single_grpo":
     workflow, mapping = "single", {"agent": 0}
@@ -66,9 +69,9 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   else:
     workflow, mapping = "mas", {role: i for i, role in enumerate(roles)}
   c.task = dict(name=task, env=settings["env"], workflow=workflow,
-                num_tasks=16 if tiny else 32, eval_tasks=settings.get("eval_tasks", 256))
+                num_tasks=16 if on_cpu else 32, eval_tasks=settings.get("eval_tasks", 256))
   c.policies = dict(mapping=mapping,
-                    lora_rank=(4 if tiny else 16) if regime == "mas_lora_per_role" else 0)
+                    lora_rank=(4 if on_cpu else 16) if regime == "mas_lora_per_role" else 0)
   c.eval = dict(other_workflow="mas" if regime == "single_grpo" else "",
                 swap_roles=regime in ("mas_per_role", "mas_lora_per_role"))
   c.rollout = dict(max_new_tokens=settings.get("max_new_tokens", 2048), temperature=1.0)
@@ -80,6 +83,6 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
                 aggregation="token-mean", kl_coef=0.0)
   # Tiny: lr 3e-5 was the most stable of 3e-5..1e-3 on Plan-Path (1e-4 and up lose the greedy
   # gains after ~20 steps); paper: the reference's actor lr.
-  c.optimizer = dict(lr=3e-5 if tiny else 1e-6, warmup_steps=0, schedule="constant",
+  c.optimizer = dict(lr=3e-5 if on_cpu else 1e-6, warmup_steps=0, schedule="constant",
                      weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0)
   return c

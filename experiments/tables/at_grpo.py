@@ -79,13 +79,13 @@ def _train(task: str, regime: str, scale: str, seed: int, workdir: str) -> int:
   return subprocess.run(command, env=os.environ).returncode
 
 
-def _pretrain_base(task: str) -> None:
-  directory = pretrain.base_model_dir(pretrain.config_for(task))
+def _pretrain_base(task: str, model: str) -> None:
+  directory = pretrain.base_model_dir(pretrain.config_for(task, model))
   if not os.path.exists(os.path.join(directory, "hf", "config.json")):
     config_file = os.path.join(os.path.dirname(CONFIG_FILE), f"pretrain_{task}.py")
-    print(f"pretraining the {task} base model", flush=True)
-    subprocess.run([sys.executable, "-m", "launch.pretrain", f"--config={config_file}"],
-                   env=os.environ, check=True)
+    print(f"pretraining the {task} base model ({model})", flush=True)
+    subprocess.run([sys.executable, "-m", "launch.pretrain", f"--config={config_file}",
+                    f"--config.model.name={model}"], env=os.environ, check=True)
 
 
 def run_all(scale: str, seeds: int, runs_dir: str, workers: int = 1,
@@ -96,9 +96,9 @@ def run_all(scale: str, seeds: int, runs_dir: str, workers: int = 1,
   todo = [(cell, d) for cell, d in cells.items()
           if not finished(d, run_config(cell[0], cell[1], scale, cell[2]).total_steps)]
   print(f"AT-GRPO table ({scale}): {len(cells) - len(todo)} of {len(cells)} runs done", flush=True)
-  if scale == "tiny":  # base models first, one at a time (parallel runs share them)
+  if scale in pretrain.BASE_MODELS:  # base models first, one at a time (parallel runs share them)
     for task in sorted({cell[0] for cell, _ in todo}):
-      _pretrain_base(task)
+      _pretrain_base(task, scale)
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
     codes = list(pool.map(lambda item: _train(item[0][0], item[0][1], scale, item[0][2], item[1]),
                           todo))
@@ -155,7 +155,8 @@ def _observations(cells, tasks, test_sizes: dict[str, int]) -> list[str]:
 
 def write_table(cells, scale: str, seeds: int, results_dir: str,
                 tasks: Sequence[str] = TASKS) -> list[str]:
-  """Writes `at_grpo.md`, `at_grpo.csv` and `at_grpo.png` to `results_dir`; returns the paths."""
+  """Writes `at_grpo.md`, `.csv` and `.png` to `results_dir` (`at_grpo_<scale>.*` for scales
+  other than tiny); returns the paths."""
   os.makedirs(results_dir, exist_ok=True)
   md = [f"# AT-GRPO table, {scale} scale, {seeds} seed(s)", "",
         "Success rate (%) on each task's fixed test set, mean ± std over seeds; greedy decoding "
@@ -193,7 +194,8 @@ def write_table(cells, scale: str, seeds: int, results_dir: str,
          "A difference counts when it exceeds two binomial standard errors of the difference of two "
          f"rates on the task's test set ({', '.join(f'{t} {n}' for t, n in test_sizes.items())} "
          "instances).", "", *_observations(cells, tasks, test_sizes), ""]
-  paths = [os.path.join(results_dir, f"at_grpo.{ext}") for ext in ("md", "csv", "png")]
+  stem = "at_grpo" if scale == "tiny" else f"at_grpo_{scale}"
+  paths = [os.path.join(results_dir, f"{stem}.{ext}") for ext in ("md", "csv", "png")]
   with open(paths[0], "w") as f:
     f.write("\n".join(md))
   with open(paths[1], "w", newline="") as f:

@@ -1,4 +1,6 @@
 """Pieces of the AT-GRPO job: per-policy batches and the policy loss on a real model."""
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -127,9 +129,10 @@ def test_every_table_config_validates():
   from experiments.configs import at_grpo
   for task in at_grpo.ROLES:
     for regime in at_grpo.REGIMES:
-      for scale in ("tiny", "paper"):
+      for scale in at_grpo.SCALES:
         config = at_grpo.get_config(f"{task},{regime},{scale}")
         common.validate(config)
+        assert config.model.name == {"tiny": "tiny", "small": "small"}.get(scale, "qwen3-1.7b")
         policies = set(config.policies.mapping.values())
         assert policies == ({0} if regime in ("single_grpo", "mas_shared") else {0, 1})
         assert (config.policies.lora_rank > 0) == (regime == "mas_lora_per_role")
@@ -159,3 +162,20 @@ def test_bad_rl_configs_are_config_errors(tmp_path, change, message):
       config.algo[key] = change[key]
   with pytest.raises(common.ConfigError, match=message):
     rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+
+
+def test_each_base_model_shape_has_its_own_pretrained_base():
+  from experiments import common, pretrain
+  from experiments.configs import at_grpo
+  tiny = rl.base_model_path(at_grpo.get_config("plan_path,mas_shared,tiny"))
+  small = rl.base_model_path(at_grpo.get_config("plan_path,mas_shared,small"))
+  assert tiny != small
+  assert small == os.path.join(pretrain.base_model_dir(pretrain.config_for("plan_path", "small")),
+                               "hf")
+  assert pretrain.config_for("plan_path", "small").model.name == "small"
+  config = at_grpo.get_config("plan_path,mas_shared,tiny")
+  config.model.name = "qwen2.5-0.5b"
+  with pytest.raises(common.ConfigError, match="needs model.path"):
+    rl.base_model_path(config)
+  config.model.path = "/ckpt/qwen"
+  assert rl.base_model_path(config) == "/ckpt/qwen"
