@@ -62,8 +62,9 @@ def config_for(task: str, model: str = "tiny") -> ml_collections.ConfigDict:
   """The default pretraining config of a task (`experiments/configs/pretrain_<task>.py`) for
   one of `BASE_MODELS`."""
   if model not in BASE_MODELS:
-    raise common.ConfigError(f"no pretraining recipe for model {model!r}: a base model is one of "
-                             f"{BASE_MODELS} (others need model.path: a Hugging Face checkpoint)")
+    raise common.ConfigError(f"model.name={model!r} has no pretraining recipe here (only "
+                             f"{BASE_MODELS}): it needs model.path, a directory holding its "
+                             "Hugging Face checkpoint and tokenizer.json")
   config = importlib.import_module(f"experiments.configs.pretrain_{task}").get_config()
   config.model.name = model
   return config

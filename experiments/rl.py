@@ -68,9 +68,6 @@ def base_model_path(config: Any) -> str:
 
 
 def _pretrain_config(config: Any) -> ml_collections.ConfigDict:
-  if config.model.name not in pretrain.BASE_MODELS:
-    raise common.ConfigError(f"model.name={config.model.name!r} needs model.path: a directory "
-                             "holding its Hugging Face checkpoint and tokenizer.json")
   return pretrain.config_for(config.task.name, config.model.name)
 
 
