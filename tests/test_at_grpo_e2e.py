@@ -33,7 +33,8 @@ def _greedy_successes(checkpoint, out, base_model="tiny"):
 def _train_and_pair(workdir, *config_args, base_model="tiny"):
   """Trains, then evaluates the base and the exported policy on the same test grids; checks they
   reproduce the run's own step-0 and final greedy evaluations. Returns (gained, lost) grids."""
-  _run("launch.train", f"--workdir={workdir}", "--config.log.wandb_mode=disabled", *config_args)
+  # absl reads --config=... before any --config.key=value override.
+  _run("launch.train", *config_args, f"--workdir={workdir}", "--config.log.wandb_mode=disabled")
   records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   evals = [r for r in records if "eval/greedy_success" in r]
   assert [r["step"] for r in evals] == [0, 10, 20, 30]
@@ -75,6 +76,7 @@ def test_small_base_gain_is_far_outside_noise(tmp_path):
   gained, lost = _train_and_pair(
       tmp_path, "--config=experiments/configs/at_grpo.py:plan_path,mas_shared,small",
       base_model="small")
-  # Seeds 0, 1, 2 measured GAINS_SMALL; if training changed nothing, p < 1e-3 has a one in a
-  # thousand chance.
+  # Base 29.3% greedy; seeds 0, 1, 2 measured 37.1 / 39.8 / 39.1%: 21 grids gained / 1 lost
+  # (sign test p = 5e-6), 29 / 2 (2e-7), 36 / 11 (2e-4). If training changed nothing, p < 1e-3
+  # would have a one in a thousand chance.
   assert sign_test_p_value(gained, lost) < 1e-3, (gained, lost)
