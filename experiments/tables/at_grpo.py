@@ -212,7 +212,8 @@ def _plot(cells, tasks: Sequence[str], path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), squeeze=False)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(max(3.2 * len(tasks), 4.8), 3),
+                           squeeze=False)
   for ax, task in zip(axes[0], tasks):
     for color, regime in zip(("C0", "C1", "C2"), RUN_REGIMES):
       curves = [read_evals(d) for (t, r, _), d in sorted(cells.items()) if (t, r) == (task, regime)]
