@@ -79,6 +79,11 @@ def base_model_dir(config: Any) -> str:
   return os.path.join(BASE_ROOT, f"{config.task.name}-{config_hash(key)}")
 
 
+def base_checkpoint(config: Any) -> str:
+  """The Hugging Face export of a pretraining config's base model (`<base_model_dir>/hf`)."""
+  return os.path.join(base_model_dir(config), "hf")
+
+
 def task_config(config: Any) -> dict:
   task = get_task(config.task.name)
   return {**task.default_config(), **dict(config.task.get("env", {}))}

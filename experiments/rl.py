@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -64,11 +63,7 @@ def base_model_path(config: Any) -> str:
   shape `model.name` (one of `pretrain.BASE_MODELS`)."""
   if config.model.get("path"):
     return config.model.path
-  return os.path.join(pretrain.base_model_dir(_pretrain_config(config)), "hf")
-
-
-def _pretrain_config(config: Any) -> ml_collections.ConfigDict:
-  return pretrain.config_for(config.task.name, config.model.name)
+  return pretrain.base_checkpoint(pretrain.config_for(config.task.name, config.model.name))
 
 
 def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
@@ -85,11 +80,11 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
     tokenizer = load_tokenizer(config.model.get("tokenizer") or config.model.path,
                                model_config.vocab_size)
     return model, model_config, tokenizer
-  hf_dir = base_model_path(config)
+  pretrain_config = pretrain.config_for(config.task.name, config.model.name)
+  hf_dir = pretrain.base_checkpoint(pretrain_config)
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
-    directory = os.path.dirname(hf_dir)
+    directory = pretrain.base_model_dir(pretrain_config)
     print(f"no base model for {config.task.name} yet: pretraining it in {directory}", flush=True)
-    pretrain_config = _pretrain_config(config)
     mesh = sharding.make_mesh(**pretrain_config.mesh)
     trainer.run(pretrain_config, directory, pretrain.build(pretrain_config, mesh))
   model, model_config = load_pretrained(hf_dir, **overrides)

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
   cfg = task.default_config()
   pretrain_config = pretrain.config_for(_TASK.value, _BASE_MODEL.value)
   if _CHECKPOINT.value == "base":
-    directories = [os.path.join(pretrain.base_model_dir(pretrain_config), "hf")]
+    directories = [pretrain.base_checkpoint(pretrain_config)]
   else:
     directories = _CHECKPOINT.value.split(",")
   for directory in directories:

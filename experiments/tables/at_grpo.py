@@ -80,8 +80,8 @@ def _train(task: str, regime: str, scale: str, seed: int, workdir: str) -> int:
 
 
 def _pretrain_base(task: str, model: str) -> None:
-  directory = pretrain.base_model_dir(pretrain.config_for(task, model))
-  if not os.path.exists(os.path.join(directory, "hf", "config.json")):
+  checkpoint = pretrain.base_checkpoint(pretrain.config_for(task, model))
+  if not os.path.exists(os.path.join(checkpoint, "config.json")):
     config_file = os.path.join(os.path.dirname(CONFIG_FILE), f"pretrain_{task}.py")
     print(f"pretraining the {task} base model ({model})", flush=True)
     subprocess.run([sys.executable, "-m", "launch.pretrain", f"--config={config_file}",

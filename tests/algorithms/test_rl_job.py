@@ -172,6 +172,7 @@ def test_each_base_model_shape_has_its_own_pretrained_base():
   assert tiny != small
   assert small == os.path.join(pretrain.base_model_dir(pretrain.config_for("plan_path", "small")),
                                "hf")
+  assert pretrain.base_checkpoint(pretrain.config_for("plan_path", "small")) == small
   assert pretrain.config_for("plan_path", "small").model.name == "small"
   config = at_grpo.get_config("plan_path,mas_shared,tiny")
   config.model.name = "qwen2.5-0.5b"
