@@ -32,6 +32,8 @@ setuptools.setup(
             "hypothesis>=6.100",
             "torch==2.13.0",
             "transformers>=4.57",
+            # The adapter's tests run MPE and SMAX episodes in jaxmarl itself.
+            "jaxmarl>=0.2",
         ],
         "bench": [
             "trl>=1.16",

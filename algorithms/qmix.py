@@ -3,12 +3,14 @@
   Q_tot(s, u) = elu(q . |W1(s)| + b1(s)) . |W2(s)| + V(s)      QMIX, dQ_tot/dq_i >= 0
   Q_tot(s, u) = sum_i q_i                                      VDN
   q_i = Q(o_i, onehot(i); theta)[u_i]                          agents share theta
-  y_t = r_t + gamma (1 - d_t) [(1 - lambda) Q'_tot(s_{t+1}, u*_{t+1}) + lambda y_{t+1}]
+  y_t = c r_t + gamma (1 - d_t) [(1 - lambda) Q'_tot(s_{t+1}, u*_{t+1}) + lambda y_{t+1}]
   u*_{t+1, i} = argmax_{available u} Q(o_{t+1, i}, u; theta)   double Q: online argmax,
                                                                target network (') value
   L = sum_t m_t (Q_tot(s_t, u_t) - y_t)^2 / sum_t m_t          m_t: step t is in the episode
 
-lambda = 0 is the 1-step TD target. W1, W2 come from hypernetworks of the global state
+c is `reward_scale` (1 by default), lambda = 0 the 1-step TD target; with `train_terminal`
+False, m_t is also 0 on an episode's last step (JaxMARL trains fixed 26-step MPE chunks on
+their first 25 transitions). W1, W2 come from hypernetworks of the global state
 (two layers), b1 from one linear layer and V(s) from two. The mixer is a standalone pair
 (`init_mixer`, `mix`) so that other algorithms can use it as a factorised critic.
 
@@ -46,10 +48,18 @@ _NEG = -1e9  # the Q of an unavailable action in an argmax (finite, unlike -inf)
 # Layers.
 
 
-def _dense_init(key: jax.Array, fan_in: int, fan_out: int) -> Params:
-  """Weights uniform in +-1/sqrt(fan_in) (PyTorch's default for linear layers), zero bias."""
-  bound = 1.0 / jnp.sqrt(fan_in)
-  w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -bound, bound)
+INITS = ("uniform", "orthogonal")
+
+
+def _dense_init(key: jax.Array, fan_in: int, fan_out: int, init: str = "uniform",
+                scale: float = 1.0) -> Params:
+  """Zero bias; weights uniform in +-1/sqrt(fan_in) (`uniform`, PyTorch's default for linear
+  layers, as pymarl) or orthogonal times `scale` (`orthogonal`, as JaxMARL's baselines)."""
+  if init == "orthogonal":
+    w = jax.nn.initializers.orthogonal(scale)(key, (fan_in, fan_out), jnp.float32)
+  else:
+    bound = 1.0 / jnp.sqrt(fan_in)
+    w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -bound, bound)
   return {"w": w, "b": jnp.zeros((fan_out,), jnp.float32)}
 
 
@@ -69,16 +79,18 @@ def _mlp(params: list[Params], x: jax.Array) -> jax.Array:
 
 
 def init_mixer(key: jax.Array, num_agents: int, state_dim: int, *, embed_dim: int = 32,
-               hypernet_hidden: int = 64) -> Params:
-  """QMIX mixing-network parameters: the hypernetworks of W1, b1, W2 and V(s)."""
+               hypernet_hidden: int = 64, init: str = "uniform", scale: float = 1.0) -> Params:
+  """QMIX mixing-network parameters: the hypernetworks of W1, b1, W2 and V(s), every layer
+  initialised by `init` (`scale`: the orthogonal gain; JaxMARL's mixer uses 0.001)."""
   k = jax.random.split(key, 7)
+  dense = functools.partial(_dense_init, init=init, scale=scale)
   return {
-      "hyper_w1": [_dense_init(k[0], state_dim, hypernet_hidden),
-                   _dense_init(k[1], hypernet_hidden, num_agents * embed_dim)],
-      "hyper_b1": [_dense_init(k[2], state_dim, embed_dim)],
-      "hyper_w2": [_dense_init(k[3], state_dim, hypernet_hidden),
-                   _dense_init(k[4], hypernet_hidden, embed_dim)],
-      "value": [_dense_init(k[5], state_dim, embed_dim), _dense_init(k[6], embed_dim, 1)],
+      "hyper_w1": [dense(k[0], state_dim, hypernet_hidden),
+                   dense(k[1], hypernet_hidden, num_agents * embed_dim)],
+      "hyper_b1": [dense(k[2], state_dim, embed_dim)],
+      "hyper_w2": [dense(k[3], state_dim, hypernet_hidden),
+                   dense(k[4], hypernet_hidden, embed_dim)],
+      "value": [dense(k[5], state_dim, embed_dim), dense(k[6], embed_dim, 1)],
   }
 
 
@@ -119,11 +131,12 @@ class Mixer(NamedTuple):
 
 
 def make_mixer(kind: str, num_agents: int, state_dim: int, *, embed_dim: int = 32,
-               hypernet_hidden: int = 64) -> Mixer:
+               hypernet_hidden: int = 64, init: str = "uniform", scale: float = 1.0) -> Mixer:
   """`qmix` (hypernetwork mixer) or `vdn` (sum, no parameters)."""
   if kind == "qmix":
     return Mixer(init=lambda key: init_mixer(key, num_agents, state_dim, embed_dim=embed_dim,
-                                             hypernet_hidden=hypernet_hidden),
+                                             hypernet_hidden=hypernet_hidden, init=init,
+                                             scale=scale),
                  apply=mix)
   if kind == "vdn":
     return Mixer(init=lambda key: {}, apply=lambda params, qs, state: vdn(qs, state))
@@ -134,22 +147,38 @@ def make_mixer(kind: str, num_agents: int, state_dim: int, *, embed_dim: int = 3
 # Agent networks: one set of parameters shared by all agents, the agent id one-hot in the input.
 
 
+def _orthogonal_gru_init(key: jax.Array, hidden_dim: int) -> Params:
+  """GRU weights for the r, z, n gates side by side, as flax's GRUCell (which JaxMARL's
+  agents use): lecun-normal input kernels, an orthogonal recurrent kernel per gate, zero bias."""
+  in_keys, hidden_keys = jax.random.split(key, (2, 3))
+  shape = (hidden_dim, hidden_dim)
+  w_i = jnp.concatenate([jax.nn.initializers.lecun_normal()(k, shape) for k in in_keys], -1)
+  w_h = jnp.concatenate([jax.nn.initializers.orthogonal()(k, shape) for k in hidden_keys], -1)
+  zeros = jnp.zeros((3 * hidden_dim,), jnp.float32)
+  return {"w_i": w_i, "b_i": zeros, "w_h": w_h, "b_h": zeros}
+
+
 def init_agent(key: jax.Array, kind: str, obs_dim: int, num_agents: int, num_actions: int,
-               hidden_dim: int = 64) -> Params:
-  """`ff`: obs -> relu -> relu -> Q; `gru`: obs -> relu -> GRU cell -> Q (pymarl's RNN agent)."""
+               hidden_dim: int = 64, init: str = "uniform", scale: float = 1.0) -> Params:
+  """`ff`: obs -> relu -> relu -> Q; `gru`: obs -> relu -> GRU cell -> Q (pymarl's RNN agent).
+  Dense layers are initialised by `init` with gain `scale` (see `_dense_init`)."""
   k = jax.random.split(key, 5)
   in_dim = obs_dim + num_agents
+  dense = functools.partial(_dense_init, init=init, scale=scale)
   if kind == "ff":
-    return {"layers": [_dense_init(k[0], in_dim, hidden_dim),
-                       _dense_init(k[1], hidden_dim, hidden_dim),
-                       _dense_init(k[2], hidden_dim, num_actions)]}
+    return {"layers": [dense(k[0], in_dim, hidden_dim),
+                       dense(k[1], hidden_dim, hidden_dim),
+                       dense(k[2], hidden_dim, num_actions)]}
   if kind == "gru":
-    gru_in = _dense_init(k[1], hidden_dim, 3 * hidden_dim)
-    gru_hidden = _dense_init(k[2], hidden_dim, 3 * hidden_dim)
-    return {"encoder": _dense_init(k[0], in_dim, hidden_dim),
-            "gru": {"w_i": gru_in["w"], "b_i": gru_in["b"], "w_h": gru_hidden["w"],
-                    "b_h": gru_hidden["b"]},
-            "head": _dense_init(k[3], hidden_dim, num_actions)}
+    if init == "orthogonal":
+      gru = _orthogonal_gru_init(k[1], hidden_dim)
+    else:  # PyTorch's GRU: +-1/sqrt(H) everywhere
+      gru_in = _dense_init(k[1], hidden_dim, 3 * hidden_dim)
+      gru_hidden = _dense_init(k[2], hidden_dim, 3 * hidden_dim)
+      gru = {"w_i": gru_in["w"], "b_i": gru_in["b"], "w_h": gru_hidden["w"],
+             "b_h": gru_hidden["b"]}
+    return {"encoder": dense(k[0], in_dim, hidden_dim), "gru": gru,
+            "head": dense(k[3], hidden_dim, num_actions)}
   raise ValueError(f"agent={kind!r}: choose 'ff' or 'gru'")
 
 
@@ -353,8 +382,15 @@ class Config:
   gamma: float = 0.99
   td_lambda: float = 0.0  # 0: 1-step TD; pymarl2 uses 0.6
   double_q: bool = True
-  optimizer: str = "adam"  # adam | rmsprop (alpha 0.99, eps 1e-5, as pymarl)
+  optimizer: str = "adam"  # adam | rmsprop (alpha 0.99, eps 1e-5, as pymarl) | radam
   lr: float = 5e-4
+  lr_schedule: str = "constant"  # constant | linear (to 0 over lr_decay_updates, as JaxMARL)
+  lr_decay_updates: int = 0  # gradient steps of the linear decay (a job sets its run's length)
+  init: str = "uniform"  # uniform (PyTorch's, as pymarl) | orthogonal (as JaxMARL)
+  agent_init_scale: float = 1.0  # orthogonal gain of the agent's dense layers
+  mixer_init_scale: float = 1.0  # orthogonal gain of the mixer's layers (JaxMARL: 0.001)
+  train_terminal: bool = True  # False: no TD error on an episode's last step (as JaxMARL's MPE)
+  reward_scale: float = 1.0  # rewards are multiplied by it in the TD targets (JaxMARL SMAX: 10)
   max_grad_norm: float = 10.0
   num_envs: int = 8  # episodes collected per update
   batch_size: int = 32  # episodes per gradient step
@@ -382,7 +418,10 @@ def make_config(values: Mapping[str, Any]) -> Config:
   checks = {
       "mixer": cfg.mixer in ("qmix", "vdn"),
       "agent": cfg.agent in ("ff", "gru"),
-      "optimizer": cfg.optimizer in ("rmsprop", "adam"),
+      "optimizer": cfg.optimizer in ("rmsprop", "adam", "radam"),
+      "lr_schedule": cfg.lr_schedule in ("constant", "linear"),
+      "lr_decay_updates": cfg.lr_decay_updates >= (cfg.lr_schedule == "linear"),
+      "init": cfg.init in INITS,
       "gamma": 0.0 <= cfg.gamma <= 1.0,
       "td_lambda": 0.0 <= cfg.td_lambda <= 1.0,
       "epsilon_start": 0.0 <= cfg.epsilon_start <= 1.0,
@@ -390,7 +429,8 @@ def make_config(values: Mapping[str, Any]) -> Config:
       "target_tau": 0.0 <= cfg.target_tau <= 1.0,
   }
   positive = ("hidden_dim", "mixer_embed_dim", "hypernet_hidden", "lr", "num_envs",
-              "batch_size", "buffer_size", "target_update_interval", "eval_episodes")
+              "batch_size", "buffer_size", "target_update_interval", "eval_episodes",
+              "agent_init_scale", "mixer_init_scale", "reward_scale")
   checks.update({name: getattr(cfg, name) > 0 for name in positive})
   checks["learning_starts"] = 1 <= cfg.learning_starts <= cfg.buffer_size
   bad = [f"{name}={getattr(cfg, name)!r}" for name, ok in checks.items() if not ok]
@@ -399,23 +439,40 @@ def make_config(values: Mapping[str, Any]) -> Config:
   return cfg
 
 
+def learning_rate(cfg: Config) -> optax.ScalarOrSchedule:
+  """`lr`, or (`linear`) lr * (1 - n / lr_decay_updates) at gradient step n, 0 after."""
+  if cfg.lr_schedule == "linear":
+    return optax.linear_schedule(cfg.lr, 0.0, cfg.lr_decay_updates)
+  return cfg.lr
+
+
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
-  """Gradient-norm clipping, then RMSprop (alpha 0.99, eps 1e-5, as pymarl) or Adam."""
+  """Gradient-norm clipping, then RMSprop (alpha 0.99, eps 1e-5, as pymarl), Adam or RAdam
+  (as JaxMARL's baselines). A schedule counts the gradient steps taken, not updates."""
+  lr = learning_rate(cfg)
   if cfg.optimizer == "rmsprop":
-    inner = optax.rmsprop(cfg.lr, decay=0.99, eps=1e-5)
+    inner = optax.rmsprop(lr, decay=0.99, eps=1e-5)
+  elif cfg.optimizer == "radam":
+    inner = optax.radam(lr)
   else:
-    inner = optax.adam(cfg.lr)
+    inner = optax.adam(lr)
   return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), inner)
+
+
+def config_mixer(cfg: Config, env: Any) -> Mixer:
+  """The mixer `cfg` describes for `env`."""
+  return make_mixer(cfg.mixer, env.num_agents, env.state_dim, embed_dim=cfg.mixer_embed_dim,
+                    hypernet_hidden=cfg.hypernet_hidden, init=cfg.init,
+                    scale=cfg.mixer_init_scale)
 
 
 def init_params(key: jax.Array, cfg: Config, env: Any) -> Params:
   """`{"agent": shared agent network, "mixer": mixer (empty for VDN)}`."""
   agent_key, mixer_key = jax.random.split(key)
-  mixer = make_mixer(cfg.mixer, env.num_agents, env.state_dim, embed_dim=cfg.mixer_embed_dim,
-                     hypernet_hidden=cfg.hypernet_hidden)
   return {"agent": init_agent(agent_key, cfg.agent, env.obs_dim, env.num_agents,
-                              env.num_actions, cfg.hidden_dim),
-          "mixer": mixer.init(mixer_key)}
+                              env.num_actions, cfg.hidden_dim, init=cfg.init,
+                              scale=cfg.agent_init_scale),
+          "mixer": config_mixer(cfg, env).init(mixer_key)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,13 +559,15 @@ def td_loss(params: Params, target_params: Params, batch: Episode, cfg: Config,
   next_qs = double_q_next_values(qs[:, 1:], target_qs[:, 1:], batch.avail[:, 1:],
                                  double_q=cfg.double_q)
   next_q_tot = mixer_apply(target_params["mixer"], next_qs, batch.state[:, 1:])
-  targets = jax.lax.stop_gradient(lambda_returns(batch.rewards, batch.dones, next_q_tot,
-                                                 gamma=cfg.gamma, td_lambda=cfg.td_lambda))
+  targets = jax.lax.stop_gradient(lambda_returns(cfg.reward_scale * batch.rewards, batch.dones,
+                                                 next_q_tot, gamma=cfg.gamma,
+                                                 td_lambda=cfg.td_lambda))
   chex.assert_equal_shape([q_tot, targets, batch.mask])
-  steps = jnp.maximum(batch.mask.sum(), 1.0)
-  error = (q_tot - targets) * batch.mask
-  metrics = {"q_taken": jnp.sum(q_tot * batch.mask) / steps,
-             "td_target": jnp.sum(targets * batch.mask) / steps,
+  mask = batch.mask if cfg.train_terminal else batch.mask * (1.0 - batch.dones)
+  steps = jnp.maximum(mask.sum(), 1.0)
+  error = (q_tot - targets) * mask
+  metrics = {"q_taken": jnp.sum(q_tot * mask) / steps,
+             "td_target": jnp.sum(targets * mask) / steps,
              "td_error": jnp.sum(jnp.abs(error)) / steps}
   return jnp.sum(error**2) / steps, metrics
 
@@ -556,8 +615,7 @@ def make_learn(cfg: Config, env: Any
   """`learn(runner, episodes[E], key)`: store the episodes, take one gradient step on a sampled
   batch (once `learning_starts` episodes are stored), move the target network."""
   optimizer = make_optimizer(cfg)
-  mixer = make_mixer(cfg.mixer, env.num_agents, env.state_dim, embed_dim=cfg.mixer_embed_dim,
-                     hypernet_hidden=cfg.hypernet_hidden)
+  mixer = config_mixer(cfg, env)
 
   def learn(runner: Runner, episodes: Episode, key: jax.Array
             ) -> tuple[Runner, dict[str, jax.Array]]:

@@ -328,6 +328,97 @@ def test_bad_config_is_a_config_error():
       qmix_job.build(config, None)
 
 
+def _np_ff_agent(params, obs):
+  """Feed-forward agent Q [..., N, A] of obs [..., N, O] with the id one-hot appended."""
+  p = jax.tree.map(np.asarray, params["layers"])
+  n = obs.shape[-2]
+  x = np.concatenate([obs, np.broadcast_to(np.eye(n), (*obs.shape[:-2], n, n))], -1)
+  for layer in p[:-1]:
+    x = _np_relu(x @ layer["w"] + layer["b"])
+  return x @ p[-1]["w"] + p[-1]["b"]
+
+
+@pytest.mark.parametrize("train_terminal,reward_scale", [(True, 1.0), (False, 10.0)])
+def test_td_loss_matches_numpy_on_a_hand_built_batch(train_terminal, reward_scale):
+  """VDN, 1-step double-Q targets, written out in numpy: the terminal step is dropped from
+  the loss when `train_terminal` is False and rewards enter the targets times `reward_scale`."""
+  rng = np.random.default_rng(0)
+  b, t, n, o, a = 3, 4, 2, 5, 3
+  cfg = qmix.make_config(dict(mixer="vdn", agent="ff", hidden_dim=8, gamma=0.9,
+                              train_terminal=train_terminal, reward_scale=reward_scale))
+  env = type("E", (), dict(num_agents=n, obs_dim=o, num_actions=a, state_dim=4))
+  params = qmix.init_params(jax.random.key(0), cfg, env)
+  target = qmix.init_params(jax.random.key(1), cfg, env)
+  lengths = np.array([4, 2, 3])
+  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+  dones = np.arange(t)[None] >= lengths[:, None] - 1
+  dones[2] = False  # episode 2 is cut at its horizon without a done: bootstrapped
+  mask[2] = 1.0
+  batch = qmix.Episode(
+      obs=rng.normal(size=(b, t + 1, n, o)).astype(np.float32),
+      state=rng.normal(size=(b, t + 1, 4)).astype(np.float32),
+      avail=rng.random((b, t + 1, n, a)) < 0.7, actions=rng.integers(0, a, (b, t, n)),
+      rewards=(rng.normal(size=(b, t)) * mask).astype(np.float32), dones=dones, mask=mask)
+  batch = batch.replace(avail=batch.avail | (np.arange(a) == 0))  # one action always available
+  loss, _ = qmix.td_loss(params, target, jax.tree.map(jnp.asarray, batch), cfg,
+                         lambda p, q, s: jnp.sum(q, -1))
+
+  q = _np_ff_agent(params["agent"], batch.obs)
+  q_target = _np_ff_agent(target["agent"], batch.obs)
+  taken = np.take_along_axis(q[:, :-1], batch.actions[..., None], -1)[..., 0].sum(-1)
+  best = np.argmax(np.where(batch.avail[:, 1:], q[:, 1:], -np.inf), -1)
+  next_value = np.take_along_axis(q_target[:, 1:], best[..., None], -1)[..., 0].sum(-1)
+  y = reward_scale * batch.rewards + 0.9 * (1.0 - dones) * next_value
+  weight = mask * (1.0 - dones) if not train_terminal else mask
+  expected = np.sum(weight * (taken - y) ** 2) / weight.sum()
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_linear_lr_schedule_counts_gradient_steps_not_updates():
+  cfg = qmix.make_config(dict(lr=0.01, lr_schedule="linear", lr_decay_updates=10))
+  schedule = qmix.learning_rate(cfg)
+  np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(30)],
+                             [0.01, 0.005, 0.0, 0.0], atol=1e-9)
+  # Updates before learning_starts take no gradient step, so they do not move the schedule.
+  env = envs.marl.make("two_step")
+  cfg = qmix.make_config(dict(agent="ff", hidden_dim=8, num_envs=2, batch_size=2,
+                              learning_starts=6, buffer_size=16, lr_schedule="linear",
+                              lr_decay_updates=100, optimizer="radam"))
+  runner, _ = jax.jit(qmix.make_train(cfg, env, 5))(jax.random.key(0))
+  counts = [int(leaf) for leaf in jax.tree.leaves(runner.opt_state)
+            if jnp.ndim(leaf) == 0 and jnp.issubdtype(leaf.dtype, jnp.integer)]
+  assert counts and set(counts) == {3}  # learning from update 3 (6 episodes stored) on
+  with pytest.raises(ValueError, match="lr_decay_updates"):
+    qmix.make_config(dict(lr_schedule="linear"))
+  with pytest.raises(ValueError, match="optimizer"):
+    qmix.make_config(dict(optimizer="sgd"))
+
+
+def test_orthogonal_init_has_orthonormal_weights_times_the_scale():
+  cfg = qmix.make_config(dict(init="orthogonal", agent_init_scale=1.0, mixer_init_scale=0.001,
+                              hidden_dim=16, mixer_embed_dim=8, hypernet_hidden=32))
+  env = type("E", (), dict(num_agents=3, obs_dim=10, num_actions=5, state_dim=30))
+  params = jax.tree.map(np.asarray, qmix.init_params(jax.random.key(0), cfg, env))
+
+  def assert_orthogonal(w, scale):
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    np.testing.assert_allclose(gram, scale**2 * np.eye(len(gram)), atol=1e-5 * max(scale, 1e-3))
+
+  for layer in [params["agent"]["encoder"], params["agent"]["head"]]:
+    assert_orthogonal(layer["w"], 1.0)
+    assert not layer["b"].any()
+  for name in ("hyper_w1", "hyper_b1", "hyper_w2", "value"):
+    for layer in params["mixer"][name]:
+      assert_orthogonal(layer["w"], 0.001)
+  for block in np.split(params["agent"]["gru"]["w_h"], 3, -1):  # one orthogonal matrix a gate
+    assert_orthogonal(block, 1.0)
+  w_i = params["agent"]["gru"]["w_i"]  # lecun normal: variance 1 / fan_in
+  assert abs(w_i.var() * 16 - 1.0) < 0.25 and not params["agent"]["gru"]["b_i"].any()
+  # The default stays PyTorch's uniform init: every weight within +-1/sqrt(fan_in).
+  default = qmix.init_params(jax.random.key(0), qmix.make_config({}), env)
+  assert np.abs(np.asarray(default["mixer"]["hyper_b1"][0]["w"])).max() <= 1 / np.sqrt(30)
+
+
 @pytest.mark.slow
 def test_two_step_game_annealed_exploration_vdn_gets_8_too():
   env = envs.marl.make("two_step")
@@ -370,7 +461,7 @@ def test_qmix_trains_on_a_jaxmarl_env():
                               hidden_dim=16, mixer_embed_dim=8, hypernet_hidden=16))
   runner, metrics = jax.jit(qmix.make_train(cfg, env, 2))(jax.random.key(0))
   assert np.isfinite(np.asarray(metrics["loss"])).all()
-  assert int(runner.t_env) == 2 * 2 * 25  # MPE episodes last 25 steps
+  assert int(runner.t_env) == 2 * 2 * 26  # MPE episodes last 26 transitions
 
 
 def test_two_step_table_references_are_least_squares_fits():

@@ -99,21 +99,111 @@ def test_unknown_env_is_an_error():
     envs.marl.make("starcraft")
 
 
-def test_jaxmarl_adapter():
-  """Runs where the optional `jaxmarl` extra is installed (`pip install -e '.[jaxmarl]'`)."""
-  pytest.importorskip("jaxmarl")
+def _jaxmarl_episode(inner, key, actions_fn, limit=500):
+  """One episode run in jaxmarl itself (`step_env`, no auto-reset): per-transition rewards of
+  every agent, done flags, and the key and actions of each transition."""
+  _, state = inner.reset(jax.random.fold_in(key, 0))
+  step = jax.jit(inner.step_env)
+  rewards, dones, keys, actions = [], [], [], []
+  for t in range(limit):
+    step_key = jax.random.fold_in(key, t + 1)
+    acts = actions_fn(jax.random.fold_in(step_key, 7), state)
+    _, state, reward, done, _ = step(step_key, state, {a: acts[i] for i, a in
+                                                       enumerate(inner.agents)})
+    rewards.append([float(reward[a]) for a in inner.agents])
+    dones.append(bool(done["__all__"]))
+    keys.append(step_key)
+    actions.append(acts)
+    if dones[-1]:
+      break
+  return np.array(rewards), dones, keys, actions
+
+
+def _adapter_episode(env, key, keys, actions):
+  state, _ = env.reset(jax.random.fold_in(key, 0))
+  step = jax.jit(env.step)
+  rewards, dones = [], []
+  for k, a in zip(keys, actions):
+    state, ts = step(k, state, a)
+    rewards.append(float(ts.reward))
+    dones.append(bool(ts.done))
+  return np.array(rewards), dones
+
+
+def test_jaxmarl_mpe_episodes_match_jaxmarl():
+  """jaxmarl 0.2.0's MPE ends an episode of `max_steps = 25` on its 26th transition: the
+  adapter's horizon must cover it, see its done, and sum the agents' rewards (the MPE papers'
+  and JaxMARL's return)."""
+  jaxmarl = pytest.importorskip("jaxmarl")
+  inner = jaxmarl.make("MPE_simple_spread_v3")
   env = envs.marl.make("jaxmarl", env_id="MPE_simple_spread_v3")
-  assert (env.num_agents, env.num_actions, env.max_steps) == (3, 5, 25)
+  assert (env.num_agents, env.num_actions, inner.max_steps) == (3, 5, 25)
+  random_actions = lambda k, s: jax.random.randint(k, (3,), 0, 5)
+  for seed in range(3):
+    key = jax.random.key(seed)
+    rewards, dones, keys, actions = _jaxmarl_episode(inner, key, random_actions)
+    assert len(dones) == 26 and dones[-1] and not any(dones[:-1])
+    assert env.max_steps == len(dones)
+    ours, our_dones = _adapter_episode(env, key, keys, actions)
+    assert our_dones == dones
+    np.testing.assert_allclose(ours, rewards.sum(1), rtol=1e-6)
+  mean_env = envs.marl.make("jaxmarl", env_id="MPE_simple_spread_v3", team_reward="mean")
+  ours, _ = _adapter_episode(mean_env, key, keys, actions)
+  np.testing.assert_allclose(ours, rewards.mean(1), rtol=1e-6)
+
   state, ts = jax.jit(env.reset)(jax.random.key(0))
   assert ts.obs.shape == (3, env.obs_dim) and ts.state.shape == (env.state_dim,)
   assert env.state_dim == 3 * env.obs_dim and ts.avail.all()
-  state, ts = jax.jit(env.step)(jax.random.key(1), state, jnp.zeros(3, jnp.int32))
-  assert ts.reward.shape == () and not ts.done
+
+
+def test_qmix_rollout_collects_the_last_mpe_transition():
+  pytest.importorskip("jaxmarl")
+  from algorithms import qmix
+  env = envs.marl.make("jaxmarl", env_id="MPE_simple_spread_v3")
+  cfg = qmix.make_config(dict(hidden_dim=8))
+  params = qmix.init_params(jax.random.key(0), cfg, env)
+  episode = jax.jit(lambda k: qmix.rollout(env, params["agent"], k, 1.0))(jax.random.key(1))
+  assert float(episode.mask.sum()) == 26 and bool(episode.dones[-1])
+  assert not bool(episode.dones[:-1].any()) and float(episode.rewards[-1]) < 0.0
+
+
+def test_jaxmarl_smax_horizon_and_episodes_match_jaxmarl():
+  """SMAX tests its step counter before incrementing it too: with every unit standing still
+  (plain SMAX, both teams ours, action 4 = stop) nobody fights and the episode lasts
+  max_steps + 1 = 101 transitions in jaxmarl; the heuristic-enemy env, whose random episodes
+  end early, must get the same horizon, and its episodes must match jaxmarl's."""
+  jaxmarl = pytest.importorskip("jaxmarl")
+  from jaxmarl.environments.smax import map_name_to_scenario
+  plain = jaxmarl.make("SMAX", scenario=map_name_to_scenario("3m"))
+  _, dones, _, _ = _jaxmarl_episode(plain, jax.random.key(0),
+                                    lambda k, s: jnp.full((6,), 4, jnp.int32))
+  assert len(dones) == plain.max_steps + 1 == 101 and dones[-1]
+  assert envs.marl.make("jaxmarl", env_id="SMAX", scenario="3m").max_steps == 101
 
   smax = envs.marl.make("jaxmarl", env_id="HeuristicEnemySMAX", scenario="3m")
-  assert smax.num_agents == 3
+  assert smax.num_agents == 3 and smax.max_steps == 101
+  inner = jaxmarl.make("HeuristicEnemySMAX", scenario=map_name_to_scenario("3m"))
+
+  def random_available(k, s):
+    avail = inner.get_avail_actions(s)
+    logits = jnp.stack([jnp.where(avail[a] > 0, 0.0, -jnp.inf) for a in inner.agents])
+    return jax.random.categorical(k, logits).astype(jnp.int32)
+
+  key = jax.random.key(3)
+  rewards, dones, keys, actions = _jaxmarl_episode(inner, key, random_available)
+  assert dones[-1] and len(dones) <= smax.max_steps
+  assert (rewards == rewards[:, :1]).all()  # allies share the team reward
+  ours, our_dones = _adapter_episode(smax, key, keys, actions)
+  assert our_dones == dones
+  np.testing.assert_allclose(ours, rewards.mean(1), rtol=1e-6)
   state, ts = jax.jit(smax.reset)(jax.random.key(0))
   assert ts.state.shape == (smax.state_dim,) and ts.avail.shape == (3, smax.num_actions)
   assert ts.avail.any(-1).all() and not ts.avail.all()  # SMAX masks e.g. attacks out of range
-  state, ts = jax.jit(smax.step)(jax.random.key(1), state, jnp.argmax(ts.avail, -1))
-  assert ts.obs.shape == (3, smax.obs_dim)
+
+
+def test_jaxmarl_bad_arguments_are_errors():
+  pytest.importorskip("jaxmarl")
+  with pytest.raises(ValueError, match="team_reward"):
+    envs.marl.make("jaxmarl", env_id="MPE_simple_spread_v3", team_reward="max")
+  with pytest.raises(ValueError, match="max_steps"):
+    envs.marl.make("jaxmarl", env_id="MPE_simple_spread_v3", max_steps=0)
