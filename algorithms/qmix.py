@@ -18,7 +18,8 @@ Training (PureJaxRL style): `make_train(cfg, env, num_updates)` returns `train(k
 `jax.jit`-able function whose `lax.scan` runs `num_updates` updates; `jax.vmap(train)` over keys
 runs many seeds at once. One update collects `num_envs` episodes with epsilon-greedy agents,
 adds them to an episode replay buffer (a pytree, sampled uniformly with replacement), takes
-one gradient step on `batch_size` sampled episodes once `learning_starts` episodes are stored,
+`epochs` gradient steps (1 by default), each on `batch_size` sampled episodes, once
+`learning_starts` episodes are stored,
 and copies the online network into the target network every `target_update_interval` updates
 (or moves it by `target_tau` each update). Update u draws its randomness from
 `fold_in(runner.key, u)`, so running the updates in chunks gives the same run.
@@ -51,12 +52,35 @@ _NEG = -1e9  # the Q of an unavailable action in an argmax (finite, unlike -inf)
 INITS = ("uniform", "orthogonal")
 
 
+def orthogonal(key: jax.Array, shape: tuple[int, int], scale: float = 1.0) -> jax.Array:
+  """A random matrix with orthonormal columns (or rows, when wider than tall) times `scale`:
+  the Q of a Gaussian matrix's QR factorisation with R's diagonal positive, i.e. the
+  distribution of `jax.nn.initializers.orthogonal`, by Gram-Schmidt with re-orthogonalisation.
+
+  Written with matmuls rather than LAPACK: on XLA:CPU (jax 0.10.2), a program holding several
+  vmapped `jnp.linalg.qr` calls (the init of a few seeds' networks) never finishes.
+  """
+  rows, cols = shape
+  tall = (max(rows, cols), min(rows, cols))
+  a = jax.random.normal(key, tall, jnp.float32)
+
+  def column(j, q):
+    v = a[:, j]
+    earlier = (jnp.arange(tall[1]) < j).astype(jnp.float32)
+    for _ in range(2):  # a second pass restores orthogonality lost to rounding
+      v = v - q @ (earlier * (q.T @ v))
+    return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+  q = jax.lax.fori_loop(0, tall[1], column, jnp.zeros(tall, jnp.float32))
+  return scale * (q if rows >= cols else q.T)
+
+
 def _dense_init(key: jax.Array, fan_in: int, fan_out: int, init: str = "uniform",
                 scale: float = 1.0) -> Params:
   """Zero bias; weights uniform in +-1/sqrt(fan_in) (`uniform`, PyTorch's default for linear
   layers, as pymarl) or orthogonal times `scale` (`orthogonal`, as JaxMARL's baselines)."""
   if init == "orthogonal":
-    w = jax.nn.initializers.orthogonal(scale)(key, (fan_in, fan_out), jnp.float32)
+    w = orthogonal(key, (fan_in, fan_out), scale)
   else:
     bound = 1.0 / jnp.sqrt(fan_in)
     w = jax.random.uniform(key, (fan_in, fan_out), jnp.float32, -bound, bound)
@@ -153,7 +177,7 @@ def _orthogonal_gru_init(key: jax.Array, hidden_dim: int) -> Params:
   in_keys, hidden_keys = jax.random.split(key, (2, 3))
   shape = (hidden_dim, hidden_dim)
   w_i = jnp.concatenate([jax.nn.initializers.lecun_normal()(k, shape) for k in in_keys], -1)
-  w_h = jnp.concatenate([jax.nn.initializers.orthogonal()(k, shape) for k in hidden_keys], -1)
+  w_h = jnp.concatenate([orthogonal(k, shape) for k in hidden_keys], -1)
   zeros = jnp.zeros((3 * hidden_dim,), jnp.float32)
   return {"w_i": w_i, "b_i": zeros, "w_h": w_h, "b_h": zeros}
 
@@ -394,6 +418,7 @@ class Config:
   max_grad_norm: float = 10.0
   num_envs: int = 8  # episodes collected per update
   batch_size: int = 32  # episodes per gradient step
+  epochs: int = 1  # gradient steps per update, each on a new sampled batch (JaxMARL NUM_EPOCHS)
   buffer_size: int = 5000  # episodes
   learning_starts: int = 32  # episodes stored before the first gradient step
   target_update_interval: int = 200  # updates between hard target copies
@@ -430,7 +455,7 @@ def make_config(values: Mapping[str, Any]) -> Config:
   }
   positive = ("hidden_dim", "mixer_embed_dim", "hypernet_hidden", "lr", "num_envs",
               "batch_size", "buffer_size", "target_update_interval", "eval_episodes",
-              "agent_init_scale", "mixer_init_scale", "reward_scale")
+              "agent_init_scale", "mixer_init_scale", "reward_scale", "epochs")
   checks.update({name: getattr(cfg, name) > 0 for name in positive})
   checks["learning_starts"] = 1 <= cfg.learning_starts <= cfg.buffer_size
   bad = [f"{name}={getattr(cfg, name)!r}" for name, ok in checks.items() if not ok]
@@ -612,33 +637,42 @@ def current_epsilon(cfg: Config, runner: Runner) -> jax.Array:
 
 def make_learn(cfg: Config, env: Any
                ) -> Callable[[Runner, Episode, jax.Array], tuple[Runner, dict[str, jax.Array]]]:
-  """`learn(runner, episodes[E], key)`: store the episodes, take one gradient step on a sampled
-  batch (once `learning_starts` episodes are stored), move the target network."""
+  """`learn(runner, episodes[E], key)`: store the episodes, take `epochs` gradient steps, each
+  on its own sampled batch (once `learning_starts` episodes are stored), move the target
+  network. A step with a non-finite loss or gradient is dropped and counted."""
   optimizer = make_optimizer(cfg)
   mixer = config_mixer(cfg, env)
 
   def learn(runner: Runner, episodes: Episode, key: jax.Array
             ) -> tuple[Runner, dict[str, jax.Array]]:
     buffer = buffer_add(runner.buffer, episodes)
-    batch = buffer_sample(buffer, key, cfg.batch_size)
-    (loss, metrics), grads = jax.value_and_grad(td_loss, has_aux=True)(
-        runner.params, runner.target_params, batch, cfg, mixer.apply)
-    grad_norm = optax.tree.norm(grads)
-    step, opt_state = optimizer.update(grads, runner.opt_state, runner.params)
-    params = optax.apply_updates(runner.params, step)
     learning = buffer.size >= cfg.learning_starts
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jnp.where(learning & finite, new, old)
-    params = jax.tree.map(keep, params, runner.params)
-    opt_state = jax.tree.map(keep, opt_state, runner.opt_state)
+
+    def gradient_step(carry, step_key):
+      params, opt_state, skipped = carry
+      batch = buffer_sample(buffer, step_key, cfg.batch_size)
+      (loss, metrics), grads = jax.value_and_grad(td_loss, has_aux=True)(
+          params, runner.target_params, batch, cfg, mixer.apply)
+      grad_norm = optax.tree.norm(grads)
+      step, new_opt_state = optimizer.update(grads, opt_state, params)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+      keep = lambda new, old: jnp.where(learning & finite, new, old)
+      params = jax.tree.map(keep, optax.apply_updates(params, step), params)
+      opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+      skipped = skipped + (learning & ~finite).astype(jnp.int32)
+      return (params, opt_state, skipped), {**metrics, "loss": loss, "grad_norm": grad_norm}
+
+    step_keys = key[None] if cfg.epochs == 1 else jax.random.split(key, cfg.epochs)
+    (params, opt_state, skipped), metrics = jax.lax.scan(
+        gradient_step, (runner.params, runner.opt_state, runner.skipped), step_keys)
     updates = runner.updates + 1
     target_params = update_target(runner.target_params, params, updates,
                                   interval=cfg.target_update_interval, tau=cfg.target_tau)
     t_env = runner.t_env + jnp.sum(episodes.mask).astype(jnp.int32)
     runner = Runner(params=params, target_params=target_params, opt_state=opt_state,
                     buffer=buffer, key=runner.key, t_env=t_env, updates=updates,
-                    skipped=runner.skipped + (learning & ~finite).astype(jnp.int32))
-    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
+                    skipped=skipped)
+    metrics = {**jax.tree.map(lambda m: jnp.mean(m, 0), metrics),
                "episode_return": jnp.mean(jnp.sum(episodes.rewards, -1)),
                "learning": learning.astype(jnp.float32), "t_env": t_env}
     return runner, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)

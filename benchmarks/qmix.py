@@ -2,6 +2,12 @@
 the same training written as a Python loop over jitted steps, measured in the same run.
 
   python benchmarks/qmix.py [--updates=100] [--seeds=1,64] [--baseline_updates=50]
+  python benchmarks/qmix.py --peer=jaxmarl [--jaxmarl_root=PATH] [--env=mpe] [--peer_updates=1000]
+
+`--peer=jaxmarl` times marft's QMIX against JaxMARL's `baselines/QLearning/qmix_rnn.py` on
+the peer's benchmark and recipe (`experiments/configs/qmix_mpe.py`): one seed, the same updates
+and env steps, no evaluation during training, compile seconds and env steps/s as ratios. It
+fetches nothing; without `--jaxmarl_root` it prints marft's side alone.
 
 The training is `experiments/configs/qmix_grid.py`'s (GRU agents with 64 units, QMIX mixer,
 8 episodes of 10 steps collected per update, one Adam step on 32 replayed episodes per update).
@@ -67,6 +73,14 @@ _UPDATES = flags.DEFINE_integer("updates", 100, "Updates per seed for the scanne
 _SEEDS = flags.DEFINE_list("seeds", ["1", "64"], "Seeds trained at once by the scanned runs.")
 _BASELINE_UPDATES = flags.DEFINE_integer("baseline_updates", 50,
                                          "Updates timed for the Python-loop baseline.")
+_PEER = flags.DEFINE_enum("peer", None, ["jaxmarl"],
+                          "Time marft's QMIX against a peer's on the peer's benchmark instead.")
+_JAXMARL_ROOT = flags.DEFINE_string("jaxmarl_root", None,
+                                    "A JaxMARL checkout (its baselines/QLearning/qmix_rnn.py); "
+                                    "without it --peer=jaxmarl times marft's side alone.")
+_ENV = flags.DEFINE_enum("env", "mpe", ["mpe"], "The benchmark env of --peer=jaxmarl.")
+_PEER_UPDATES = flags.DEFINE_integer("peer_updates", 1000,
+                                     "Updates per side for --peer=jaxmarl.")
 
 
 class PythonLoop:
@@ -149,8 +163,45 @@ def _print_table(title, rows, steps_per_update):
           f"| {steps / seconds / baseline:.1f} |")
 
 
+def peer_table(env_name: str, updates: int, root: str | None) -> None:
+  """marft's QMIX and JaxMARL's `qmix_rnn.py` on the same env with JaxMARL's recipe (one seed,
+  `updates` updates each, no evaluation): compile seconds and env steps per second."""
+  from experiments import jaxmarl_peer  # noqa: PLC0415
+  from experiments.tables import qmix_jaxmarl  # noqa: PLC0415
+  module, recipe_name, _ = qmix_jaxmarl.ENVS[env_name]
+  config = module.get_config()
+  env = qmix_job.make_env(config)
+  cfg = qmix_job.algo_config(config)
+  train = jax.jit(qmix.make_train(cfg, env, updates))
+  key = jax.random.key(0)
+  start = time.perf_counter()
+  compiled = train.lower(key).compile()
+  ours_compile = time.perf_counter() - start
+  _, ours_run = _timed(lambda: compiled(key)[1])
+  steps = updates * cfg.num_envs * module.EPISODE_STEPS
+  rows = [("marft", ours_compile, ours_run)]
+  if root:
+    peer = jaxmarl_peer.run_qmix(root, jaxmarl_peer.recipe_for_updates(root, recipe_name, updates),
+                                 1, curves=False)
+    assert peer["env_steps"] == steps, (peer["env_steps"], steps)
+    rows.append(("JaxMARL qmix_rnn.py", peer["compile_seconds"], peer["run_seconds"]))
+  print(f"\nQMIX on {config.env.env_id}, JaxMARL's recipe, 1 seed, {updates} updates = "
+        f"{steps:,} env steps, {jax.devices()[0].platform}, {os.cpu_count()} cores\n")
+  print("| implementation | compile s | run s | env steps/s | marft / this (steps/s) "
+        "| this / marft (compile s) |")
+  print("|---|---|---|---|---|---|")
+  for name, compile_s, run_s in rows:
+    print(f"| {name} | {compile_s:.1f} | {run_s:.1f} | {steps / run_s:,.0f} | "
+          f"{run_s / ours_run:.2f} | {compile_s / ours_compile:.2f} |")
+  if not root:
+    print("\n(JaxMARL's side not run: pass --jaxmarl_root=<a JaxMARL checkout>)")
+
+
 def main(argv):
   del argv
+  if _PEER.value == "jaxmarl":
+    peer_table(_ENV.value, _PEER_UPDATES.value, _JAXMARL_ROOT.value)
+    return
   config = qmix_grid.get_config()
   env = qmix_job.make_env(config)
   cfg = qmix_job.algo_config(config)

@@ -16,6 +16,7 @@ there are several).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,6 +28,7 @@ import envs.marl
 from algorithms import qmix
 from experiments import common
 from marft import trainer
+from marft.checkpoint import Checkpointer
 from marft.train_step import TrainState
 
 # Keys of `config.algo` read here rather than by `algorithms.qmix.Config`.
@@ -41,8 +43,15 @@ def make_env(config: Any) -> envs.marl.Env:
 
 
 def algo_config(config: Any) -> qmix.Config:
-  """The `algorithms.qmix.Config` of `config.algo` (a ValueError names a bad key or value)."""
-  return qmix.make_config({k: v for k, v in dict(config.algo).items() if k not in JOB_KEYS})
+  """The `algorithms.qmix.Config` of `config.algo` (a ValueError names a bad key or value).
+
+  A `linear` learning-rate schedule without `lr_decay_updates` decays over the run's updates
+  (`total_steps * updates_per_step`), as JaxMARL's does over its `NUM_UPDATES`.
+  """
+  values = {k: v for k, v in dict(config.algo).items() if k not in JOB_KEYS}
+  if values.get("lr_schedule") == "linear" and not values.get("lr_decay_updates"):
+    values["lr_decay_updates"] = int(config.total_steps) * int(config.algo.updates_per_step)
+  return qmix.make_config(values)
 
 
 def seed_keys(config: Any) -> jax.Array:
@@ -157,3 +166,18 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
 
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      progress_keys=("eval/greedy_return", "train/loss"))
+
+
+def train_or_reuse(config: Any, workdir: str) -> TrainState:
+  """The final train state of `config` in `workdir`: restored if the run finished, else
+  trained (or resumed) by the shared trainer loop."""
+  job = build(config, None)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    if checkpointer.latest_step == config.total_steps:
+      print(f"reuse: {workdir}", flush=True)
+      return checkpointer.restore_latest(job.state)
+  finally:
+    checkpointer.close()
+  print(f"run: {workdir} (env={config.env.name}, mixer={config.algo.mixer})", flush=True)
+  return trainer.run(config, workdir, job)

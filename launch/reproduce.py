@@ -2,6 +2,7 @@
 
   python -m launch.reproduce --table=at_grpo [--scale=tiny|small|paper] [--seeds=3] [--workers=2]
   python -m launch.reproduce --table=qmix_two_step
+  python -m launch.reproduce --table=qmix_jaxmarl --seeds=4 [--jaxmarl_root=PATH]
 
 Each table is a module `experiments/tables/<table>.py` with `reproduce(*, scale, seeds,
 results_dir, runs_dir, ...) -> paths`; it writes `<results_dir>/<table>.md` (mean ± std per
@@ -15,7 +16,7 @@ import inspect
 
 from absl import app, flags
 
-TABLES = ("at_grpo", "qmix_two_step")
+TABLES = ("at_grpo", "qmix_two_step", "qmix_jaxmarl")
 
 _TABLE = flags.DEFINE_enum("table", None, TABLES, "Which table.", required=True)
 _SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "small", "paper"],
@@ -26,13 +27,16 @@ _RUNS_DIR = flags.DEFINE_string("runs_dir", "runs", "Where runs live (and are re
 _WORKERS = flags.DEFINE_integer("workers", 1, "Runs at once, for tables made of many runs.",
                                 lower_bound=1)
 _TASKS = flags.DEFINE_list("tasks", None, "Only these columns (at_grpo), e.g. plan_path,sokoban.")
+_JAXMARL_ROOT = flags.DEFINE_string("jaxmarl_root", None,
+                                    "A JaxMARL checkout, to run its QMIX beside ours (qmix_jaxmarl).")
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   module = importlib.import_module(f"experiments.tables.{_TABLE.value}")
-  options = {"workers": _WORKERS.value, "tasks": _TASKS.value}
+  options = {"workers": _WORKERS.value, "tasks": _TASKS.value,
+             "jaxmarl_root": _JAXMARL_ROOT.value}
   accepted = inspect.signature(module.reproduce).parameters
   for name, value in options.items():
     if value is not None and name not in accepted and value != 1:

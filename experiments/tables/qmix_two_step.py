@@ -29,8 +29,6 @@ from algorithms import qmix
 from envs.marl import two_step
 from experiments import qmix as qmix_job
 from experiments.configs import qmix_two_step as two_step_config
-from marft import trainer
-from marft.checkpoint import Checkpointer
 from marft.logging import config_hash
 
 NAME = "qmix_two_step"
@@ -102,22 +100,6 @@ def learned_values(config: Any, state: Any) -> list[dict[str, Any]]:
   return [{"seed": config.seed + i, "greedy_return": float(greedy[i]),
            "values": {name: (agent_qs[i], q_tot[i]) for name, (agent_qs, q_tot) in tables.items()}}
           for i in range(config.algo.num_seeds)]
-
-
-def train_or_reuse(config: Any, workdir: str) -> Any:
-  """The final train state of `config` in `workdir`: restored if the run finished, else
-  trained (or resumed) by the shared trainer loop."""
-  job = qmix_job.build(config, None)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    if checkpointer.latest_step == config.total_steps:
-      print(f"reuse: {workdir}", flush=True)
-      return checkpointer.restore_latest(job.state)
-  finally:
-    checkpointer.close()
-  print(f"run: {workdir} (mixer={config.algo.mixer}, "
-        f"epsilon_finish={config.algo.epsilon_finish})", flush=True)
-  return trainer.run(config, workdir, job)
 
 
 def _f(value: float) -> str:
@@ -212,7 +194,7 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str) -> lis
     for exploration in EXPLORATIONS:
       config = run_config(mixer, exploration, scale, seeds)
       workdir = run_dir(runs_dir, config)
-      state = train_or_reuse(config, workdir)
+      state = qmix_job.train_or_reuse(config, workdir)
       results[(mixer, exploration)] = learned_values(config, state)
       workdirs[(mixer, exploration)] = workdir
       gamma = config.algo.gamma

@@ -1,4 +1,5 @@
 """QMIX / VDN functions against numpy written out in the test, and the two-step game end to end."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -388,6 +389,11 @@ def test_linear_lr_schedule_counts_gradient_steps_not_updates():
   counts = [int(leaf) for leaf in jax.tree.leaves(runner.opt_state)
             if jnp.ndim(leaf) == 0 and jnp.issubdtype(leaf.dtype, jnp.integer)]
   assert counts and set(counts) == {3}  # learning from update 3 (6 episodes stored) on
+  two_epochs = qmix.make_config({**dataclasses.asdict(cfg), "epochs": 2})
+  runner, _ = jax.jit(qmix.make_train(two_epochs, env, 5))(jax.random.key(0))
+  counts = [int(leaf) for leaf in jax.tree.leaves(runner.opt_state)
+            if jnp.ndim(leaf) == 0 and jnp.issubdtype(leaf.dtype, jnp.integer)]
+  assert set(counts) == {6}  # two gradient steps in each of the 3 learning updates
   with pytest.raises(ValueError, match="lr_decay_updates"):
     qmix.make_config(dict(lr_schedule="linear"))
   with pytest.raises(ValueError, match="optimizer"):
@@ -398,7 +404,11 @@ def test_orthogonal_init_has_orthonormal_weights_times_the_scale():
   cfg = qmix.make_config(dict(init="orthogonal", agent_init_scale=1.0, mixer_init_scale=0.001,
                               hidden_dim=16, mixer_embed_dim=8, hypernet_hidden=32))
   env = type("E", (), dict(num_agents=3, obs_dim=10, num_actions=5, state_dim=30))
-  params = jax.tree.map(np.asarray, qmix.init_params(jax.random.key(0), cfg, env))
+  # Several seeds' networks in one vmapped program (this hung with LAPACK's QR on XLA:CPU).
+  seeds = jax.jit(jax.vmap(lambda k: qmix.init_params(k, cfg, env)))(
+      jax.random.split(jax.random.key(0), 4))
+  params = jax.tree.map(lambda x: np.asarray(x[3]), seeds)
+  assert not np.allclose(seeds["agent"]["head"]["w"][0], seeds["agent"]["head"]["w"][3])
 
   def assert_orthogonal(w, scale):
     gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T

@@ -1,0 +1,177 @@
+"""QMIX and VDN on JaxMARL's benchmarks beside JaxMARL's own QMIX, at the same env-step budget.
+
+  python -m launch.reproduce --table=qmix_jaxmarl [--seeds=4] [--jaxmarl_root=PATH]
+
+Runs `experiments/configs/qmix_<env>.py` (JaxMARL's published recipe in this codebase's terms)
+for mixer {qmix, vdn}, `seeds` seeds at once (`algo.num_seeds`, vmapped), each in
+`<runs_dir>/qmix_jaxmarl-<config hash>` (finished runs reused, interrupted ones resumed). With
+`--jaxmarl_root`, a JaxMARL checkout, JaxMARL's `baselines/QLearning/qmix_rnn.py` is trained on
+the same env with the same recipe and budget (`experiments.jaxmarl_peer`; kept in `runs_dir`
+as JSON); without it, a JSON left there by an earlier run is used if there is one.
+
+The table: final greedy return (mean ± std over seeds) and a two-sided exact permutation test
+of marft's QMIX against JaxMARL's (all splits of the pooled seeds; with 4 + 4 seeds the
+smallest possible p is 2/70 = 0.029); the figure: greedy return against env steps.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from experiments import jaxmarl_peer
+from experiments import qmix as qmix_job
+from experiments.configs import qmix_mpe
+from marft.logging import config_hash, read_metrics
+
+NAME = "qmix_jaxmarl"
+MIXERS = ("qmix", "vdn")
+# env -> (config module, JaxMARL recipe, what JaxMARL publishes for it)
+ENVS = {
+    "mpe": (qmix_mpe, "ql_rnn_mpe", "JaxMARL (Rutherford et al. 2024) shows QMIX on "
+            "MPE_simple_spread_v3 as a curve over 1e7 env steps, no tabulated number"),
+}
+
+
+def run_config(env: str, mixer: str, seeds: int) -> Any:
+  config = ENVS[env][0].get_config()
+  config.algo.mixer = mixer
+  config.algo.num_seeds = seeds
+  return config
+
+
+def run_dir(runs_dir: str, config: Any) -> str:
+  return os.path.join(runs_dir, f"{NAME}-{config_hash(config.to_dict())}")
+
+
+def peer_config(env: str, config: Any, root: str) -> dict[str, Any]:
+  """JaxMARL's recipe for `env` at the budget of `config` (the same updates and env steps)."""
+  return jaxmarl_peer.recipe_for_updates(root, ENVS[env][1],
+                                         config.total_steps * config.algo.updates_per_step)
+
+
+def curves(workdir: str, seeds: int, steps_per_update: int, updates_per_step: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """(env steps [E], greedy returns [seeds, E]) of a run's evaluations."""
+  evals = [r for r in read_metrics(workdir) if "eval/greedy_return" in r]
+  steps = np.array([r["step"] * updates_per_step * steps_per_update for r in evals], float)
+  if seeds == 1:
+    returns = np.array([[r["eval/greedy_return"] for r in evals]])
+  else:
+    returns = np.array([[r[f"eval/greedy_return/s{i}"] for r in evals] for i in range(seeds)])
+  return steps, returns
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
+  """Two-sided exact permutation test of equal means: the fraction of the splits of the
+  pooled values into groups of len(a) and len(b) whose |mean difference| is at least the
+  observed one."""
+  pooled = np.concatenate([a, b])
+  observed = abs(np.mean(a) - np.mean(b))
+  splits = list(itertools.combinations(range(len(pooled)), len(a)))
+  hits = 0
+  for chosen in splits:
+    mask = np.zeros(len(pooled), bool)
+    mask[list(chosen)] = True
+    hits += abs(pooled[mask].mean() - pooled[~mask].mean()) >= observed - 1e-9
+  return hits / len(splits)
+
+
+def _peer(env: str, config: Any, seeds: int, root: str | None, runs_dir: str
+          ) -> dict[str, Any] | None:
+  if root:
+    return jaxmarl_peer.run_or_reuse(root, peer_config(env, config, root), seeds, runs_dir)
+  for path in sorted(glob.glob(os.path.join(runs_dir, f"jaxmarl_qmix-*-s{seeds}.json"))):
+    with open(path) as f:
+      out = json.load(f)
+    if out["config"]["ENV_NAME"] == config.env.env_id:
+      return out
+  return None
+
+
+def _fmt(values: Sequence[float]) -> str:
+  return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
+def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
+              jaxmarl_root: str | None = None) -> list[str]:
+  """Trains (or reuses) every run and writes `qmix_jaxmarl.{md,csv,png}`; returns the paths."""
+  del scale  # one scale: the benchmarks' own networks
+  os.makedirs(results_dir, exist_ok=True)
+  rows, figure = [], {}
+  md = [f"# QMIX / VDN on JaxMARL benchmarks beside JaxMARL's QMIX, {seeds} seeds", "",
+        "Greedy test return at the end of training, mean ± std over seeds (each seed's return "
+        "is the mean of its test episodes); p: two-sided exact permutation test of equal means "
+        "against JaxMARL's QMIX. Made by "
+        f"`python -m launch.reproduce --table={NAME} --seeds={seeds} --jaxmarl_root=PATH`.", ""]
+  for env, (module, recipe_name, published) in ENVS.items():
+    base = module.get_config()
+    updates = base.total_steps * base.algo.updates_per_step
+    episode_steps = module.EPISODE_STEPS
+    budget = updates * base.algo.num_envs * episode_steps
+    md += [f"## {base.env.env_id} ({budget:,} env steps, {updates:,} updates)", "",
+           "| implementation | final greedy return | per seed | p vs JaxMARL QMIX |",
+           "|---|---|---|---|"]
+    results = {}
+    for mixer in MIXERS:
+      config = run_config(env, mixer, seeds)
+      workdir = run_dir(runs_dir, config)
+      qmix_job.train_or_reuse(config, workdir)
+      steps, returns = curves(workdir, seeds, config.algo.num_envs * episode_steps,
+                              config.algo.updates_per_step)
+      results[f"marft {mixer.upper()}"] = (steps, returns, workdir)
+    peer = _peer(env, base, seeds, jaxmarl_root, runs_dir)
+    if peer is not None:
+      peer_steps = np.array([s for s, _ in peer["curves"][0]], float)
+      peer_returns = np.array([[r for _, r in c] for c in peer["curves"]], float)
+      results["JaxMARL QMIX"] = (peer_steps, peer_returns, "jaxmarl_qmix json")
+    peer_final = results["JaxMARL QMIX"][1][:, -1] if peer is not None else None
+    for name, (steps, returns, source) in results.items():
+      final = returns[:, -1]
+      p = (f"{permutation_p(final, peer_final):.3f}"
+           if peer_final is not None and name != "JaxMARL QMIX" else "")
+      md.append(f"| {name} | {_fmt(final)} | {', '.join(f'{v:.1f}' for v in final)} | {p} |")
+      for seed, value in enumerate(final):
+        rows.append({"env": base.env.env_id, "implementation": name, "seed": seed,
+                     "env_steps": int(steps[-1]), "final_greedy_return": float(value),
+                     "source": source})
+    if peer is None:
+      md.append("| JaxMARL QMIX | not run (pass --jaxmarl_root) | | |")
+    md += ["", f"Published: {published}.", ""]
+    figure[base.env.env_id] = results
+  md_path = os.path.join(results_dir, f"{NAME}.md")
+  with open(md_path, "w") as f:
+    f.write("\n".join(md))
+  csv_path = os.path.join(results_dir, f"{NAME}.csv")
+  with open(csv_path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  png_path = os.path.join(results_dir, f"{NAME}.png")
+  _plot(figure, png_path)
+  return [md_path, csv_path, png_path]
+
+
+def _plot(figure: dict[str, dict[str, tuple]], path: str) -> None:
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig, axes = plt.subplots(1, len(figure), figsize=(6 * len(figure), 4), squeeze=False)
+  for ax, (env_id, results) in zip(axes[0], figure.items()):
+    for name, (steps, returns, _) in results.items():
+      mean, std = returns.mean(0), returns.std(0)
+      ax.plot(steps, mean, label=name)
+      ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_title(env_id)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy test return")
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
