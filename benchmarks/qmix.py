@@ -78,7 +78,7 @@ _PEER = flags.DEFINE_enum("peer", None, ["jaxmarl"],
 _JAXMARL_ROOT = flags.DEFINE_string("jaxmarl_root", None,
                                     "A JaxMARL checkout (its baselines/QLearning/qmix_rnn.py); "
                                     "without it --peer=jaxmarl times marft's side alone.")
-_ENV = flags.DEFINE_enum("env", "mpe", ["mpe"], "The benchmark env of --peer=jaxmarl.")
+_ENV = flags.DEFINE_enum("env", "mpe", ["mpe", "smax"], "The benchmark env of --peer=jaxmarl.")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 1000,
                                      "Updates per side for --peer=jaxmarl.")
 
@@ -168,8 +168,8 @@ def peer_table(env_name: str, updates: int, root: str | None) -> None:
   `updates` updates each, no evaluation): compile seconds and env steps per second."""
   from experiments import jaxmarl_peer  # noqa: PLC0415
   from experiments.tables import qmix_jaxmarl  # noqa: PLC0415
-  module, recipe_name, _ = qmix_jaxmarl.ENVS[env_name]
-  config = module.get_config()
+  bench = qmix_jaxmarl.ENVS[env_name]
+  config = bench.config.get_config()
   env = qmix_job.make_env(config)
   cfg = qmix_job.algo_config(config)
   train = jax.jit(qmix.make_train(cfg, env, updates))
@@ -177,22 +177,23 @@ def peer_table(env_name: str, updates: int, root: str | None) -> None:
   start = time.perf_counter()
   compiled = train.lower(key).compile()
   ours_compile = time.perf_counter() - start
-  _, ours_run = _timed(lambda: compiled(key)[1])
-  steps = updates * cfg.num_envs * module.EPISODE_STEPS
-  rows = [("marft", ours_compile, ours_run)]
+  (runner, _), ours_run = _timed(lambda: compiled(key))
+  rows = [("marft", ours_compile, ours_run, int(runner.t_env))]
   if root:
-    peer = jaxmarl_peer.run_qmix(root, jaxmarl_peer.recipe_for_updates(root, recipe_name, updates),
-                                 1, curves=False)
-    assert peer["env_steps"] == steps, (peer["env_steps"], steps)
-    rows.append(("JaxMARL qmix_rnn.py", peer["compile_seconds"], peer["run_seconds"]))
-  print(f"\nQMIX on {config.env.env_id}, JaxMARL's recipe, 1 seed, {updates} updates = "
-        f"{steps:,} env steps, {jax.devices()[0].platform}, {os.cpu_count()} cores\n")
-  print("| implementation | compile s | run s | env steps/s | marft / this (steps/s) "
-        "| this / marft (compile s) |")
-  print("|---|---|---|---|---|---|")
-  for name, compile_s, run_s in rows:
-    print(f"| {name} | {compile_s:.1f} | {run_s:.1f} | {steps / run_s:,.0f} | "
-          f"{run_s / ours_run:.2f} | {compile_s / ours_compile:.2f} |")
+    recipe = jaxmarl_peer.recipe_for_updates(root, bench.recipe, updates,
+                                             **bench.recipe_overrides)
+    peer = jaxmarl_peer.run_qmix(root, recipe, 1, curves=False)
+    rows.append(("JaxMARL qmix_rnn.py", peer["compile_seconds"], peer["run_seconds"],
+                 peer["env_steps"]))
+  print(f"\nQMIX on {config.env.env_id} {config.env.get('scenario', '')}, JaxMARL's recipe, "
+        f"1 seed, {updates} updates each, {jax.devices()[0].platform}, {os.cpu_count()} cores\n")
+  print("| implementation | env steps | compile s | run s | env steps/s "
+        "| steps/s vs marft | compile s vs marft |")
+  print("|---|---|---|---|---|---|---|")
+  ours_rate = rows[0][3] / ours_run
+  for name, compile_s, run_s, steps in rows:
+    print(f"| {name} | {steps:,} | {compile_s:.1f} | {run_s:.1f} | {steps / run_s:,.0f} | "
+          f"{steps / run_s / ours_rate:.2f} | {compile_s / ours_compile:.2f} |")
   if not root:
     print("\n(JaxMARL's side not run: pass --jaxmarl_root=<a JaxMARL checkout>)")
 

@@ -47,11 +47,11 @@ def recipe(root: str, name: str, **overrides: Any) -> dict[str, Any]:
   return config
 
 
-def recipe_for_updates(root: str, name: str, updates: int) -> dict[str, Any]:
-  """JaxMARL's recipe `name`, one seed, trained for `updates` updates (its `TOTAL_TIMESTEPS`
-  is `updates * NUM_ENVS * NUM_STEPS`)."""
-  published = recipe(root, name)
-  return recipe(root, name, NUM_SEEDS=1,
+def recipe_for_updates(root: str, name: str, updates: int, **overrides: Any) -> dict[str, Any]:
+  """JaxMARL's recipe `name` with `overrides`, one seed, trained for `updates` updates (its
+  `TOTAL_TIMESTEPS` is `updates * NUM_ENVS * NUM_STEPS`)."""
+  published = recipe(root, name, **overrides)
+  return recipe(root, name, NUM_SEEDS=1, **overrides,
                 TOTAL_TIMESTEPS=updates * published["NUM_ENVS"] * published["NUM_STEPS"])
 
 

@@ -21,28 +21,50 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from experiments import jaxmarl_peer
 from experiments import qmix as qmix_job
-from experiments.configs import qmix_mpe
+from experiments.configs import qmix_mpe, qmix_smax
 from marft.logging import config_hash, read_metrics
 
 NAME = "qmix_jaxmarl"
 MIXERS = ("qmix", "vdn")
-# env -> (config module, JaxMARL recipe, what JaxMARL publishes for it)
+class Benchmark(NamedTuple):
+  config: Any  # the module of its marft config
+  recipe: str  # JaxMARL's recipe (baselines/QLearning/config/alg/<recipe>.yaml)
+  recipe_overrides: dict[str, Any]  # what makes JaxMARL's run the same env as ours
+  published: str  # what JaxMARL publishes for it
+
+
 ENVS = {
-    "mpe": (qmix_mpe, "ql_rnn_mpe", "JaxMARL (Rutherford et al. 2024) shows QMIX on "
-            "MPE_simple_spread_v3 as a curve over 1e7 env steps, no tabulated number"),
+    "mpe": Benchmark(qmix_mpe, "ql_rnn_mpe", {}, "JaxMARL (Rutherford et al. 2024) shows QMIX "
+                     "on MPE_simple_spread_v3 as a curve over 1e7 env steps, no tabulated number"),
+    "smax": Benchmark(qmix_smax, "ql_rnn_smax", {"MAP_NAME": "3m"}, "JaxMARL tabulates SMAX "
+                      "win rates for its own maps' runs at 1e7 env steps; none at this budget"),
 }
 
 
-def run_config(env: str, mixer: str, seeds: int) -> Any:
-  config = ENVS[env][0].get_config()
+# Which of the recipe's options matter: QMIX with one of them undone at a time.
+ABLATIONS = {
+    "mpe": (("episodes cut at 25 transitions (the adapter's old horizon)", {"env.max_steps": 25}),
+            ("Adam in place of RAdam", {"algo.optimizer": "adam"}),
+            ("constant lr (no linear decay)", {"algo.lr_schedule": "constant"}),
+            ("PyTorch-uniform init in place of orthogonal", {"algo.init": "uniform"}),
+            ("TD error on the terminal transition too", {"algo.train_terminal": True})),
+}
+
+
+def run_config(env: str, mixer: str, seeds: int, overrides: dict[str, Any] | None = None
+               ) -> Any:
+  config = ENVS[env].config.get_config()
   config.algo.mixer = mixer
   config.algo.num_seeds = seeds
+  for dotted, value in (overrides or {}).items():
+    group, key = dotted.split(".")
+    config[group][key] = value
   return config
 
 
@@ -52,15 +74,18 @@ def run_dir(runs_dir: str, config: Any) -> str:
 
 def peer_config(env: str, config: Any, root: str) -> dict[str, Any]:
   """JaxMARL's recipe for `env` at the budget of `config` (the same updates and env steps)."""
-  return jaxmarl_peer.recipe_for_updates(root, ENVS[env][1],
-                                         config.total_steps * config.algo.updates_per_step)
+  return jaxmarl_peer.recipe_for_updates(root, ENVS[env].recipe,
+                                         config.total_steps * config.algo.updates_per_step,
+                                         **ENVS[env].recipe_overrides)
 
 
-def curves(workdir: str, seeds: int, steps_per_update: int, updates_per_step: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """(env steps [E], greedy returns [seeds, E]) of a run's evaluations."""
-  evals = [r for r in read_metrics(workdir) if "eval/greedy_return" in r]
-  steps = np.array([r["step"] * updates_per_step * steps_per_update for r in evals], float)
+def curves(workdir: str, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+  """(env steps [E], greedy returns [seeds, E]) of a run's evaluations; the env steps are the
+  run's `train/t_env` (transitions inside episodes, mean over seeds) at each evaluation."""
+  records = read_metrics(workdir)
+  t_env = {r["step"]: r["train/t_env"] for r in records if "train/t_env" in r}
+  evals = [r for r in records if "eval/greedy_return" in r]
+  steps = np.array([t_env.get(r["step"], 0.0) for r in evals], float)
   if seeds == 1:
     returns = np.array([[r["eval/greedy_return"] for r in evals]])
   else:
@@ -100,9 +125,14 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
-              jaxmarl_root: str | None = None) -> list[str]:
-  """Trains (or reuses) every run and writes `qmix_jaxmarl.{md,csv,png}`; returns the paths."""
+              jaxmarl_root: str | None = None, tasks: Sequence[str] | None = None) -> list[str]:
+  """Trains (or reuses) every run of the envs `tasks` (default: MPE; `smax` too) and writes
+  `qmix_jaxmarl.{md,csv,png}`; returns the paths."""
   del scale  # one scale: the benchmarks' own networks
+  tasks = tuple(tasks or ("mpe",))
+  unknown = sorted(set(tasks) - set(ENVS))
+  if unknown:
+    raise ValueError(f"--tasks={','.join(unknown)}: choose from {sorted(ENVS)}")
   os.makedirs(results_dir, exist_ok=True)
   rows, figure = [], {}
   md = [f"# QMIX / VDN on JaxMARL benchmarks beside JaxMARL's QMIX, {seeds} seeds", "",
@@ -110,22 +140,23 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
         "is the mean of its test episodes); p: two-sided exact permutation test of equal means "
         "against JaxMARL's QMIX. Made by "
         f"`python -m launch.reproduce --table={NAME} --seeds={seeds} --jaxmarl_root=PATH`.", ""]
-  for env, (module, recipe_name, published) in ENVS.items():
+  for env in tasks:
+    module, published = ENVS[env].config, ENVS[env].published
     base = module.get_config()
     updates = base.total_steps * base.algo.updates_per_step
-    episode_steps = module.EPISODE_STEPS
-    budget = updates * base.algo.num_envs * episode_steps
-    md += [f"## {base.env.env_id} ({budget:,} env steps, {updates:,} updates)", "",
+    md += [f"## {base.env.env_id} {base.env.get('scenario', '')} ({updates:,} updates)", "",
            "| implementation | final greedy return | per seed | p vs JaxMARL QMIX |",
            "|---|---|---|---|"]
-    results = {}
-    for mixer in MIXERS:
-      config = run_config(env, mixer, seeds)
+    results, ablations = {}, {}
+    runs = [(f"marft {mixer.upper()}", mixer, {}) for mixer in MIXERS]
+    runs += [(f"marft QMIX, {label}", "qmix", overrides)
+             for label, overrides in ABLATIONS.get(env, ())]
+    for name, mixer, overrides in runs:
+      config = run_config(env, mixer, seeds, overrides)
       workdir = run_dir(runs_dir, config)
       qmix_job.train_or_reuse(config, workdir)
-      steps, returns = curves(workdir, seeds, config.algo.num_envs * episode_steps,
-                              config.algo.updates_per_step)
-      results[f"marft {mixer.upper()}"] = (steps, returns, workdir)
+      steps, returns = curves(workdir, seeds)
+      (ablations if overrides else results)[name] = (steps, returns, workdir)
     peer = _peer(env, base, seeds, jaxmarl_root, runs_dir)
     if peer is not None:
       peer_steps = np.array([s for s, _ in peer["curves"][0]], float)
@@ -144,6 +175,21 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
     if peer is None:
       md.append("| JaxMARL QMIX | not run (pass --jaxmarl_root) | | |")
     md += ["", f"Published: {published}.", ""]
+    if ablations:
+      full = results["marft QMIX"][1][:, -1]
+      md += ["### Which recipe options matter: marft QMIX with one undone", "",
+             "| QMIX with | final greedy return | per seed | p vs the full recipe "
+             "| p vs JaxMARL QMIX |", "|---|---|---|---|---|"]
+      for name, (steps, returns, source) in ablations.items():
+        final = returns[:, -1]
+        p_peer = f"{permutation_p(final, peer_final):.3f}" if peer_final is not None else ""
+        md.append(f"| {name.removeprefix('marft QMIX, ')} | {_fmt(final)} | "
+                  f"{', '.join(f'{v:.1f}' for v in final)} | {permutation_p(final, full):.3f} "
+                  f"| {p_peer} |")
+        rows += [{"env": base.env.env_id, "implementation": name, "seed": seed,
+                  "env_steps": int(steps[-1]), "final_greedy_return": float(value),
+                  "source": source} for seed, value in enumerate(final)]
+      md.append("")
     figure[base.env.env_id] = results
   md_path = os.path.join(results_dir, f"{NAME}.md")
   with open(md_path, "w") as f:
