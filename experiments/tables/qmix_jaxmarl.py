@@ -96,7 +96,7 @@ def curves(workdir: str, seeds: int) -> tuple[np.ndarray, np.ndarray]:
 def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
   """Two-sided exact permutation test of equal means: the fraction of the splits of the
   pooled values into groups of len(a) and len(b) whose |mean difference| is at least the
-  observed one."""
+  observed one (for equal sizes, scipy's exact `permutation_test` two-sided p)."""
   pooled = np.concatenate([a, b])
   observed = abs(np.mean(a) - np.mean(b))
   splits = list(itertools.combinations(range(len(pooled)), len(a)))
