@@ -149,3 +149,57 @@ def test_per_row_stop_ids(model):
   for b in range(3):
     first = int(np.argmax(tokens[b] == per_row[b, 0]))
     assert int(out.lengths[b]) == first + 1
+
+
+def _numpy_sampling_distribution(logits, temperature, top_k, top_p):
+  """The exact distribution `generate` should draw from: softmax(logits / T) restricted to
+  the top-k tokens, then to the nucleus (the smallest set of most likely tokens whose mass
+  reaches top_p; Holtzman et al. 2020, Sec. 3.1), renormalised."""
+  z = np.asarray(logits, np.float64) / temperature
+  keep = np.ones(z.shape, bool)
+  if top_k:
+    keep[np.argsort(-z)[top_k:]] = False
+  if top_p < 1.0:
+    order = [i for i in np.argsort(-z) if keep[i]]
+    probs = np.exp(z[order] - z[order].max())
+    probs /= probs.sum()
+    mass_before = np.cumsum(probs) - probs
+    keep[:] = False
+    keep[np.asarray(order)[mass_before < top_p]] = True
+  p = np.where(keep, np.exp(z - z.max()), 0.0)
+  return p / p.sum()
+
+
+@pytest.fixture(scope="module")
+def peaked():
+  model = build_model(get_model_config("tiny", num_layers=1), seed=3)
+  # Logits scale linearly with the final norm's weight: x10 gives logits of std ~2, so the
+  # temperature and the truncation change the distribution by far more than sampling noise.
+  model.final_norm.weight[...] = model.final_norm.weight[...] * 10.0
+  return model
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.5, 0, 1.0), (1.6, 12, 1.0),
+                                                     (0.8, 0, 0.7), (1.3, 20, 0.9)])
+def test_first_token_frequencies_follow_the_tempered_truncated_distribution(
+    peaked, temperature, top_k, top_p):
+  """Chi-square goodness of fit of 2048 first tokens against the numpy distribution."""
+  from scipy import stats
+  prompt = PROMPTS[0, :LENGTHS[0]]
+  logits = np.asarray(peaked(jnp.asarray(prompt[None], jnp.int32))[0, -1])
+  assert logits.std() > 1.0
+  expected = _numpy_sampling_distribution(logits, temperature, top_k, top_p)
+  draws = 2048
+  out = generate(peaked, np.tile(prompt, (draws, 1)), np.full(draws, len(prompt)),
+                 jax.random.key(0), max_new_tokens=1, temperature=temperature, top_k=top_k,
+                 top_p=top_p)
+  counts = np.bincount(np.asarray(out.tokens[:, 0]), minlength=len(expected))
+  assert counts[expected == 0].sum() == 0  # nothing outside the top-k / nucleus
+  # Pool the bins expected to hold fewer than 5 draws (the test's validity condition).
+  big = expected * draws >= 5
+  observed = np.append(counts[big], counts[~big].sum())
+  want = np.append(expected[big], expected[~big].sum()) * draws
+  observed, want = observed[want > 0], want[want > 0]
+  assert len(want) >= 3
+  p_value = stats.chisquare(observed, want).pvalue
+  assert p_value > 1e-3, (p_value, observed, want.round(1))

@@ -84,6 +84,33 @@ def test_clipped_surrogate_and_gradient_match_numpy(dual_clip):
   assert np.asarray(clipped)[inside].all()
 
 
+def test_clip_higher_and_the_clipped_indicator_by_hand():
+  """Asymmetric clip range [1 - 0.2, 1 + 0.28] (DAPO "clip-higher", Yu et al. 2025, Sec. 3.1).
+  The indicator marks tokens whose clipped term is the active (gradient-free) one, for either
+  sign of the advantage."""
+  ratio = np.array([1.25, 1.5, 0.5, 0.5, 1.5, 0.9, 0.75, 4.0], np.float32)
+  adv = np.array([1.0, 1.0, 1.0, -1.0, -1.0, -2.0, -2.0, -1.0], np.float32)
+  # Per token: -min(rho A, clip(rho, 0.8, 1.28) A); last row then min(., -3 A) (dual clip).
+  want_loss = [-1.25, -1.28, -0.5, 0.8, 1.5, 1.8, 1.6, 3.0]
+  want_clipped = [0, 1, 0, 1, 0, 0, 1, 0]
+  want_grad = [-1.25, 0.0, -0.5, 0.0, 1.5, 1.8, 0.0, 0.0]  # d loss / d logp = -rho A or 0
+
+  def surrogate(logp):
+    return grpo.clipped_surrogate(logp, jnp.zeros(8), jnp.asarray(adv), clip_eps=0.2,
+                                  clip_eps_high=0.28, dual_clip=3.0)
+
+  loss, clipped = surrogate(jnp.log(jnp.asarray(ratio)))
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+  np.testing.assert_array_equal(clipped, want_clipped)
+  grad = jax.grad(lambda lp: surrogate(lp)[0].sum())(jnp.log(jnp.asarray(ratio)))
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
+  # Symmetric (no clip_eps_high): 1.25 > 1.2 is clipped for A > 0.
+  loss, clipped = grpo.clipped_surrogate(jnp.log(jnp.float32(1.25)), jnp.float32(0.0),
+                                         jnp.float32(1.0), clip_eps=0.2)
+  np.testing.assert_allclose(loss, -1.2, rtol=1e-6)
+  assert float(clipped) == 1.0
+
+
 def test_aggregation_modes():
   values = jnp.array([[1.0, 2.0, 3.0, 0.0], [10.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]])
   mask = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])

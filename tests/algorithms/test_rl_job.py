@@ -60,11 +60,61 @@ def test_on_policy_loss_is_minus_token_mean_advantage_and_its_gradient_is_reinfo
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def _job_config(tmp_path, regime, **algo):
+def _numpy_rl_loss(logp, old, ref, adv, mask, eps, c, beta):
+  """The GRPO loss with a k3 KL penalty, written out in numpy (token-mean aggregation)."""
+  ratio = np.exp(logp - old)
+  a = np.broadcast_to(adv[:, None], logp.shape)
+  unclipped, clipped = ratio * a, np.clip(ratio, 1 - eps, 1 + eps) * a
+  per_token = -np.minimum(unclipped, clipped)
+  per_token = np.where(a < 0, np.minimum(per_token, -c * a), per_token)
+  kl = np.exp(ref - logp) - (ref - logp) - 1
+  mean = lambda v: (v * mask).sum() / mask.sum()
+  return {"loss": mean(per_token) + beta * mean(kl), "kl": mean(kl),
+          "clip_frac": mean(clipped < unclipped), "approx_kl": mean(old - logp)}
+
+
+def test_off_policy_loss_with_kl_and_row_weights_matches_numpy():
+  model = build_model(get_model_config("tiny", num_layers=1))
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(4, 100, (4, 12)), jnp.int32)
+  mask = np.zeros((4, 12), np.float32)
+  mask[:, 5:11] = 1.0
+  mask[3, 9:] = 0.0  # a shorter response
+  logp = np.asarray(next_token_logprobs(model, tokens), np.float64)
+  # Behaviour log-probs away from the current policy: ratios from ~0.3 to ~4 (both clip sides
+  # and, for A < 0, the dual clip at c = 3), and a reference policy for the KL penalty.
+  behavior, ref = np.zeros((4, 12)), np.zeros((4, 12))
+  behavior[:, 1:] = logp + rng.normal(0, 0.6, logp.shape)
+  behavior[0, 6] = logp[0, 5] - np.log(4.0)  # ratio 4 on a response token of an A < 0 row
+  ref[:, 1:] = logp + rng.normal(0, 0.4, logp.shape)
+  advantages = np.array([-1.5, 0.7, 5.0, 1.2])
+  weight = np.array([1.0, 1.0, 0.0, 1.0])  # row 2 (a filtered group) must not count
+  batch = {"tokens": tokens, "loss_mask": jnp.asarray(mask),
+           "behavior_logp": jnp.asarray(behavior, jnp.float32),
+           "ref_logp": jnp.asarray(ref, jnp.float32),
+           "advantages": jnp.asarray(advantages, jnp.float32),
+           "row_weight": jnp.asarray(weight, jnp.float32)}
+  cfg = ml_collections.ConfigDict(dict(clip_eps=0.1, dual_clip=3.0, aggregation="token-mean",
+                                       kl_coef=0.3))
+  loss, metrics = rl.loss(model, batch, cfg)
+  m = mask[:, 1:] * weight[:, None]
+  want = _numpy_rl_loss(logp, behavior[:, 1:], ref[:, 1:], advantages, m, 0.1, 3.0, 0.3)
+  ratio = np.exp(logp - behavior[:, 1:])[m > 0]
+  assert ratio.min() < 0.9 and ratio.max() > 3.0 and 0 < want["clip_frac"] < 1
+  np.testing.assert_allclose(loss, want["loss"], rtol=1e-5)
+  for name in ("kl", "clip_frac", "approx_kl"):
+    np.testing.assert_allclose(metrics[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+  # Row 2 carries no weight: changing anything in it changes nothing.
+  other = dict(batch, advantages=batch["advantages"].at[2].set(-50.0),
+               behavior_logp=batch["behavior_logp"].at[2].add(3.0))
+  np.testing.assert_allclose(rl.loss(model, other, cfg)[0], loss, rtol=1e-6)
+
+
+def _job_config(tmp_path, regime, model=None, **algo):
   from experiments.configs import at_grpo
   from marft.models.hf import save_pretrained
-  model_config = get_model_config("tiny", num_layers=1)
-  save_pretrained(build_model(model_config), model_config, str(tmp_path / "hf"))
+  model_config = get_model_config("tiny", num_layers=1) if model is None else model.config
+  save_pretrained(model or build_model(model_config), model_config, str(tmp_path / "hf"))
   config = at_grpo.get_config(f"plan_path,{regime},tiny")
   config.model.path, config.model.tokenizer = str(tmp_path / "hf"), "char"
   config.task.num_tasks, config.task.eval_tasks, config.algo.k = 2, 2, 2
@@ -180,3 +230,102 @@ def test_each_base_model_shape_has_its_own_pretrained_base():
     rl.base_model_path(config)
   config.model.path = "/ckpt/qwen"
   assert rl.base_model_path(config) == "/ckpt/qwen"
+
+
+def test_at_grpo_batch_of_a_hand_built_rollout(tmp_path, monkeypatch):
+  """`batch_fn` on a rollout written out by hand: AT-GRPO groups are (task, role, turn)
+  (Stronger Together, Sec. 4.2), the reward is `alpha * team + local`, groups whose mixed
+  rewards are all equal get weight 0, and policy p receives exactly its roles' rows."""
+  from marft import sharding
+  from marft.rollout.batch import TurnBatch
+  from marft.rollout.engine import Rollout
+  alpha = 0.5
+  config = _job_config(tmp_path, "mas_per_role", alpha=alpha, drop_zero_variance=True)
+  assert dict(config.policies.mapping) == {"tool": 0, "plan": 1}
+  # (task, role, turn, local reward, team reward); two candidates per (task, role, turn), rows
+  # in a scrambled order. Groups (mixed rewards alpha * team + local):
+  #   (0, 0, 0): 1.0, 0.0         (0, 1, 0): 1.0, 1.0 (local 1.0, 0.5; team 0, 1: zero variance)
+  #   (0, 0, 1): 0.5, 1.0 (equal local, the team reward decides)
+  #   (0, 1, 1): 2.0, 0.0, 1.0    (1, 0, 0): 0.0, 0.0 (zero variance)
+  #   (1, 1, 0): -1.0, 1.0
+  table = [(0, 0, 0, 1.0, 0.0), (0, 1, 0, 1.0, 0.0), (1, 0, 0, 0.0, 0.0), (0, 1, 1, 2.0, 0.0),
+           (0, 0, 1, 0.0, 1.0), (1, 1, 0, -1.0, 0.0), (0, 0, 0, 0.0, 0.0), (0, 1, 0, 0.5, 1.0),
+           (0, 0, 1, 0.0, 2.0), (0, 1, 1, 0.0, 0.0), (1, 0, 0, 0.0, 0.0), (1, 1, 0, 1.0, 0.0),
+           (0, 1, 1, 1.0, 0.0)]
+  task, role, turn = (np.array([r[i] for r in table], np.int32) for i in range(3))
+  local, team = (np.array([r[i] for r in table], np.float32) for i in (3, 4))
+  n, width = len(table), 12
+  tokens = np.zeros((n, width), np.int32)
+  tokens[:, 0], tokens[:, 1], tokens[:, 2:] = 1, 20 + np.arange(n), 5  # token 1 names the row
+  loss_mask = np.zeros((n, width), np.float32)
+  loss_mask[:, 6:9] = 1.0
+  behavior = -0.1 * loss_mask * (1 + np.arange(n))[:, None]
+  rollout = TurnBatch(tokens=tokens, loss_mask=loss_mask, behavior_logp=behavior,
+                      policy_id=role.copy(), role_id=role, turn_id=turn,
+                      episode_id=task * 2, task_id=task, branch_id=np.zeros(n, np.int32),
+                      reward=local, team_reward=team, episode_return=team)
+  monkeypatch.setattr(rl, "collect", lambda *a, **k: Rollout(rollout, [], {
+      "rollout/success_rate": 0.25, "other": 1.0}))
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, metrics = job.batch_fn(job.state)
+
+  # Expected, by hand: each group's advantage (r - mean) / (std_ddof1 + eps).
+  mixed = alpha * team + local
+  expected_adv, expected_weight = np.zeros(n), np.zeros(n)
+  for key in set(zip(task, role, turn)):
+    members = np.flatnonzero((task == key[0]) & (role == key[1]) & (turn == key[2]))
+    r = mixed[members].astype(np.float64)
+    expected_adv[members] = (r - r.mean()) / (r.std(ddof=1) + 1e-6)
+    expected_weight[members] = float(r.max() > r.min())
+  # Spot values: group (0, 0, 0) is [1, 0] -> +-1/sqrt(2); (0, 1, 1) is [2, 0, 1] -> [1, -1, 0].
+  np.testing.assert_allclose(expected_adv[[0, 6]], [0.5**0.5, -0.5**0.5], rtol=1e-5)
+  np.testing.assert_allclose(expected_adv[[3, 9, 12]], [1.0, -1.0, 0.0], atol=1e-5)
+  np.testing.assert_array_equal(expected_weight[[1, 7, 2, 10]], 0.0)
+  np.testing.assert_array_equal(expected_weight[[4, 8]], 1.0)
+
+  assert batch["tokens"].shape[:2] == (2, 16)
+  for p in range(2):
+    real = batch["tokens"][p, :, 0] == 1
+    rows = batch["tokens"][p, real, 1] - 20
+    assert sorted(rows) == list(np.flatnonzero(role == p))  # exactly its roles' rows
+    np.testing.assert_allclose(batch["advantages"][p, real], expected_adv[rows], atol=1e-5)
+    np.testing.assert_array_equal(batch["row_weight"][p, real], expected_weight[rows])
+    np.testing.assert_array_equal(batch["row_weight"][p, ~real], 0.0)
+    np.testing.assert_array_equal(batch["behavior_logp"][p, real], behavior[rows])
+    np.testing.assert_array_equal(batch["loss_mask"][p, real], loss_mask[rows])
+  assert metrics["rollout/kept_rows"] == expected_weight.sum() == 9
+  np.testing.assert_allclose(metrics["train/advantage_abs"],
+                             np.abs(expected_adv * expected_weight).sum() / 9, rtol=1e-5)
+  assert metrics["rollout/success_rate"] == 0.25 and "other" not in metrics
+
+
+def test_step_zero_is_on_policy_on_real_rollout_rows(tmp_path):
+  """At step 0 the training forward (the fused projections at >= 256 rows) reproduces the
+  sampler's behaviour log-probs (KV-cache decoding, token by token): the ratio is 1 on every
+  response token, so approx_kl and clip_frac are 0. A Qwen2-shaped model with random QKV
+  biases exercises the fused bias path."""
+  from marft import sharding
+  from marft.models.decoder import _FUSE_MIN_ROWS
+  from marft.models.hf import load_pretrained
+  model_config = get_model_config("tiny", num_layers=1, model_type="qwen2", qkv_bias=True)
+  model = build_model(model_config, seed=1)
+  key = jax.random.key(2)
+  for proj in (model.layers[0].attn.q_proj, model.layers[0].attn.k_proj,
+               model.layers[0].attn.v_proj):
+    key, sub = jax.random.split(key)
+    proj.bias[...] = jax.random.normal(sub, proj.bias[...].shape)
+  config = _job_config(tmp_path, "mas_per_role", model=model, drop_zero_variance=False)
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, _ = job.batch_fn(job.state)
+  policies, rows, width = batch["tokens"].shape
+  assert policies == 2 and rows * (width - 1) >= _FUSE_MIN_ROWS
+  start, _ = load_pretrained(str(tmp_path / "hf"))  # every policy equals it at step 0
+  for p in range(2):
+    mask = batch["loss_mask"][p][:, 1:] > 0
+    assert mask.sum() > 0
+    logp = np.asarray(next_token_logprobs(start, jnp.asarray(batch["tokens"][p])))
+    np.testing.assert_allclose(logp[mask], batch["behavior_logp"][p][:, 1:][mask], atol=2e-5)
+    # The job's loss on policy p's rows (what the train step logs at step 0).
+    _, metrics = rl.loss(start, jax.tree.map(lambda x: jnp.asarray(x[p]), batch), config.algo)
+    assert abs(float(metrics["approx_kl"])) < 1e-6
+    assert float(metrics["clip_frac"]) == 0.0
