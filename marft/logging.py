@@ -23,10 +23,36 @@ WANDB_MODES = ("offline", "online", "disabled")
 # Keys that change how a run is logged or laid out on devices, not what it computes.
 NON_SEMANTIC_KEYS = ("log", "mesh", "distributed")
 
+# Options added after runs were made, each with the value that computes what runs made before
+# it existed computed. A key holding that value is left out of the hash, so a new option never
+# orphans a finished run; register every new option here with its neutral value.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "algo.lr_schedule": "constant",
+    "algo.lr_decay_updates": 0,
+    "algo.init": "uniform",
+    "algo.agent_init_scale": 1.0,
+    "algo.mixer_init_scale": 1.0,
+    "algo.train_terminal": True,
+    "algo.reward_scale": 1.0,
+    "algo.epochs": 1,
+}
+
+
+def _without_neutral(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    dotted = f"{prefix}{key}"
+    if dotted in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[dotted]:
+      continue
+    out[key] = _without_neutral(value, f"{dotted}.") if isinstance(value, Mapping) else value
+  return out
+
 
 def config_hash(config_dict: Mapping[str, Any]) -> str:
-  """A short stable hash of what a config computes (logging and mesh keys excluded)."""
-  semantic = {k: v for k, v in config_dict.items() if k not in NON_SEMANTIC_KEYS}
+  """A short stable hash of what a config computes: logging and mesh keys excluded, and so
+  are options at their neutral value (`NEUTRAL_DEFAULTS`)."""
+  semantic = _without_neutral({k: v for k, v in config_dict.items()
+                               if k not in NON_SEMANTIC_KEYS})
   text = json.dumps(semantic, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -41,3 +41,22 @@ def test_wandb_offline_writes_a_local_run(tmp_path):
   logger.close()
   runs = [d for d in os.listdir(tmp_path / "wandb") if d.startswith("offline-run")]
   assert runs, os.listdir(tmp_path / "wandb")
+
+
+def test_run_identity_survives_neutral_new_options_and_logging_changes():
+  """The finished two-step table's runs (results/qmix_two_step.md names their directories)
+  keep their hashes when a config gains an option at its neutral value or logs differently."""
+  from experiments.tables import qmix_two_step as table
+  from marft.logging import NEUTRAL_DEFAULTS, config_hash
+  config = table.run_config("qmix", "uniform", "tiny", 5)
+  assert config_hash(config.to_dict()) == "ca9570ca8b"
+  with config.unlocked():
+    for dotted, value in NEUTRAL_DEFAULTS.items():
+      group, key = dotted.split(".")
+      config[group][key] = value
+    config.log.wandb_mode = "disabled"
+    config.log.every = 7
+  assert config_hash(config.to_dict()) == "ca9570ca8b"
+  with config.unlocked():
+    config.algo.epochs = 2  # a value that changes what the run computes: a new run
+  assert config_hash(config.to_dict()) != "ca9570ca8b"
