@@ -189,7 +189,8 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
         rows += [{"env": base.env.env_id, "implementation": name, "seed": seed,
                   "env_steps": int(steps[-1]), "final_greedy_return": float(value),
                   "source": source} for seed, value in enumerate(final)]
-      md.append("")
+      md += ["", "A run with `env.max_steps` set trains and is evaluated on episodes cut there "
+             "(its return leaves out the steps after the cut).", ""]
     figure[base.env.env_id] = results
   md_path = os.path.join(results_dir, f"{NAME}.md")
   with open(md_path, "w") as f:
