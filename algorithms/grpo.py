@@ -97,16 +97,35 @@ def low_variance_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
   return jnp.exp(delta) - delta - 1.0
 
 
-def aggregate(values: jax.Array, mask: jax.Array, mode: str) -> jax.Array:
+def aggregate_denominators(mask: jax.Array) -> dict[str, jax.Array]:
+  """What `aggregate` divides by, per mode, for the mask `m` of a whole batch:
+  `token-mean`: max(sum_{b,t} m_{b,t}, 1); `sequence-mean`: max(#{b : sum_t m_{b,t} > 0}, 1)."""
+  mask = mask.astype(jnp.float32)
+  has_tokens = (mask.sum(-1) > 0).astype(jnp.float32)
+  return {"token-mean": jnp.maximum(mask.sum(), 1.0),
+          "sequence-mean": jnp.maximum(has_tokens.sum(), 1.0)}
+
+
+def aggregate(values: jax.Array, mask: jax.Array, mode: str,
+              denominators: dict[str, jax.Array] | None = None) -> jax.Array:
   """`token-mean`: sum(v m) / sum(m) over the batch; `sequence-mean`: mean over rows of each
-  row's token mean (rows without tokens excluded)."""
+  row's token mean (rows without tokens excluded).
+
+  `denominators` (from `aggregate_denominators` of a whole batch) replace the ones of `mask`:
+  with them, `values` may be any slice of rows of that batch, and the aggregates of a partition
+  of its rows sum to the aggregate of the batch.
+  """
   mask = mask.astype(jnp.float32)
   if mode == "token-mean":
-    return (values * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    denominator = (jnp.maximum(mask.sum(), 1.0) if denominators is None
+                   else denominators["token-mean"])
+    return (values * mask).sum() / denominator
   if mode == "sequence-mean":
     per_row = (values * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
     has_tokens = (mask.sum(-1) > 0).astype(jnp.float32)
-    return (per_row * has_tokens).sum() / jnp.maximum(has_tokens.sum(), 1.0)
+    denominator = (jnp.maximum(has_tokens.sum(), 1.0) if denominators is None
+                   else denominators["sequence-mean"])
+    return (per_row * has_tokens).sum() / denominator
   raise ValueError(f"unknown aggregation {mode!r}: token-mean or sequence-mean")
 
 

@@ -36,6 +36,20 @@ class ConfigError(ValueError):
   """A config that cannot run; the message says which key and why."""
 
 
+def micro_batch_rows(config: Any, rows: int | None = None) -> int:
+  """`algo.micro_batch_rows` (0, the default: no gradient accumulation), checked to be a
+  non-negative integer dividing `rows` (the rows of one update) when that is known."""
+  algo = config.get("algo", None) or {}
+  value = algo.get("micro_batch_rows", 0)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ConfigError(f"algo.micro_batch_rows={value!r}: a non-negative integer "
+                      "(0: no gradient accumulation)")
+  if value and rows is not None and rows % value:
+    raise ConfigError(f"algo.micro_batch_rows={value} does not divide the {rows} rows of an "
+                      "update")
+  return value
+
+
 def _lookup(config: ml_collections.ConfigDict, dotted: str) -> Any:
   node: Any = config
   for part in dotted.split("."):

@@ -9,6 +9,7 @@ from flax import nnx
 
 from algorithms import sft
 from envs import arithmetic_corpus
+from experiments import common
 from marft import trainer
 from marft.models.config import get_model_config
 from marft.models.decoder import build_model
@@ -21,12 +22,17 @@ from marft.train_step import init_train_state, make_optimizer, make_train_step
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The arithmetic SFT job: batches from `envs.arithmetic_corpus`, exact-match evaluation."""
   model_config = get_model_config(config.model.name, dtype=config.model.dtype,
-                                  param_dtype=config.model.param_dtype)
+                                  param_dtype=config.model.param_dtype,
+                                  remat=config.model.get("remat", "none"),
+                                  logprob_chunk=config.model.get("logprob_chunk", 0))
   tokenizer = CharTokenizer(model_config.vocab_size)
   optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
   graphdef, params, _ = stack_policies(build_model(model_config, seed=config.seed), 1)
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
-  train_step = make_train_step(sft.loss, optimizer, graphdef, mesh=mesh, state=state)
+  train_step = make_train_step(
+      sft.loss, optimizer, graphdef, mesh=mesh, state=state,
+      micro_batch_rows=common.micro_batch_rows(config, config.task.batch_size),
+      denominators=sft.loss_denominators)
   task = config.task
 
   def batch_fn(state):

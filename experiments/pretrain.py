@@ -120,7 +120,9 @@ def evaluate(model: Any, tokenizer: Any, workflows_by_kind: dict[str, list], *,
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The pretraining job: batches drawn from a fixed demonstration pool; eval on test tasks."""
   model_config = get_model_config(config.model.name, dtype=config.model.dtype,
-                                  param_dtype=config.model.param_dtype)
+                                  param_dtype=config.model.param_dtype,
+                                  remat=config.model.get("remat", "none"),
+                                  logprob_chunk=config.model.get("logprob_chunk", 0))
   tokenizer = CharTokenizer(model_config.vocab_size)
   pool = []
   for kind in config.task.workflows:
@@ -139,7 +141,10 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
   graphdef, params, _ = stack_policies(build_model(model_config, seed=config.seed), 1)
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
-  train_step = make_train_step(sft.loss, optimizer, graphdef, mesh=mesh, state=state)
+  train_step = make_train_step(
+      sft.loss, optimizer, graphdef, mesh=mesh, state=state,
+      micro_batch_rows=common.micro_batch_rows(config, config.task.batch_size),
+      denominators=sft.loss_denominators)
 
   def batch_fn(state):
     rng = np.random.default_rng([config.seed, int(state.step)])
@@ -165,7 +170,9 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
 def export_base_model(config: Any, state: Any, workdir: str) -> str:
   """Saves the trained policy as a Hugging Face checkpoint in `<workdir>/hf`."""
   model_config = get_model_config(config.model.name, dtype=config.model.dtype,
-                                  param_dtype=config.model.param_dtype)
+                                  param_dtype=config.model.param_dtype,
+                                  remat=config.model.get("remat", "none"),
+                                  logprob_chunk=config.model.get("logprob_chunk", 0))
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(model_config)))
   path = os.path.join(workdir, "hf")
   save_pretrained(nnx.merge(graphdef, policy_params(state.params, 0)), model_config, path)

@@ -34,25 +34,41 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 _MIN_ROWS = 16  # rows per policy are padded to a `shape_bucket`, at least this
 
 
-def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any
+def _loss_mask(batch: dict[str, jax.Array]) -> jax.Array:
+  """m_{b,t}: the response tokens of kept rows, aligned with the next-token log-probs."""
+  return batch["loss_mask"][:, 1:] * batch["row_weight"][:, None]
+
+
+def loss_denominators(batch: dict[str, jax.Array], cfg: Any = None) -> dict[str, jax.Array]:
+  """The batch-wide normalisers of `loss` (`grpo.aggregate_denominators` of its mask), so that
+  `loss` over any partition of the batch's rows sums to `loss` over the batch."""
+  del cfg
+  return grpo.aggregate_denominators(_loss_mask(batch))
+
+
+def loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any,
+         denominators: dict[str, jax.Array] | None = None
          ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """GRPO / AT-GRPO policy loss (Stronger Together, Sec. 4.2; DeepSeekMath, Eq. 3).
 
   L = agg_t[ -min(rho_t A, clip(rho_t, 1-eps, 1+eps) A) ] (+ beta KL_k3(pi || pi_ref)),
   rho_t = pi(y_t) / pi_behaviour(y_t), one advantage A per response broadcast to its tokens.
+  `agg` divides by `denominators` (`loss_denominators` of the whole batch) when given, else by
+  those of `batch`; with them, the loss and every metric are sums over rows.
   """
   tokens = batch["tokens"]
-  mask = batch["loss_mask"][:, 1:] * batch["row_weight"][:, None]
+  mask = _loss_mask(batch)
   logp = next_token_logprobs(model, tokens)
   old = batch["behavior_logp"][:, 1:]
   advantages = jnp.broadcast_to(batch["advantages"][:, None], logp.shape)
   per_token, clipped = grpo.clipped_surrogate(logp, old, advantages, clip_eps=cfg.clip_eps,
                                               dual_clip=cfg.get("dual_clip") or None)
-  total = grpo.aggregate(per_token, mask, cfg.aggregation)
-  metrics = {"clip_frac": grpo.aggregate(clipped, mask, "token-mean"),
-             "approx_kl": grpo.aggregate(old - logp, mask, "token-mean")}
+  total = grpo.aggregate(per_token, mask, cfg.aggregation, denominators)
+  metrics = {"clip_frac": grpo.aggregate(clipped, mask, "token-mean", denominators),
+             "approx_kl": grpo.aggregate(old - logp, mask, "token-mean", denominators)}
   if cfg.kl_coef:
-    kl = grpo.aggregate(grpo.low_variance_kl(logp, batch["ref_logp"][:, 1:]), mask, "token-mean")
+    kl = grpo.aggregate(grpo.low_variance_kl(logp, batch["ref_logp"][:, 1:]), mask, "token-mean",
+                        denominators)
     total = total + cfg.kl_coef * kl
     metrics["kl"] = kl
   return total, metrics
@@ -74,7 +90,9 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   shape `model.name` (`tiny` or `small`) is used, pretrained (and cached) on first use.
   `policies.lora_rank > 0` adds fresh LoRA adapters (trained per policy over the frozen base).
   """
-  overrides = {"dtype": config.model.dtype, "lora_rank": config.policies.get("lora_rank", 0)}
+  overrides = {"dtype": config.model.dtype, "lora_rank": config.policies.get("lora_rank", 0),
+               "remat": config.model.get("remat", "none"),
+               "logprob_chunk": config.model.get("logprob_chunk", 0)}
   if config.model.get("path"):
     model, model_config = load_pretrained(config.model.path, **overrides)
     tokenizer = load_tokenizer(config.model.get("tokenizer") or config.model.path,
@@ -114,13 +132,15 @@ def evaluation_views(config: Any, roles_of: Callable[[str], tuple[str, ...]]
 
 
 def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int,
-                    shuffle: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+                    shuffle: np.random.Generator | None = None, multiple: int = 1
+                    ) -> dict[str, np.ndarray]:
   """Splits rows by policy into `[P, B, ...]`, padding each policy to a common B (a
-  `shape_bucket`) with zero-weight rows (so shapes, and compilations, repeat). With `shuffle`,
+  `shape_bucket`, rounded up to a multiple of `multiple`) with zero-weight rows (so shapes, and
+  compilations, repeat). With `shuffle`,
   each policy's B rows (padding included) are put in a random order, so that consecutive
   minibatches mix tasks, roles and turns."""
   counts = [int((policy_ids == p).sum()) for p in range(num_policies)]
-  width = shape_bucket(max(counts), _MIN_ROWS)
+  width = -(-shape_bucket(max(counts), _MIN_ROWS) // multiple) * multiple
   orders = [shuffle.permutation(width) if shuffle is not None else np.arange(width)
             for _ in range(num_policies)]
   out = {}
@@ -163,6 +183,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   if minibatches not in (1, 2, 4, 8):
     raise common.ConfigError(f"algo.minibatches={minibatches}: choose 1, 2, 4 or 8 (the padded "
                              "row counts are multiples of 8)")
+  micro_batch_rows = common.micro_batch_rows(config)  # rows are padded to a multiple of it
   # The optimizer counts updates: `minibatches` of them per step.
   optimizer = make_optimizer(config.optimizer.to_dict() | {
       "total_steps": config.total_steps * minibatches,
@@ -171,7 +192,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   state = init_train_state(params, optimizer, config.seed, mesh=mesh)
   algo = config.algo
   train_step = make_train_step(functools.partial(loss, cfg=algo), optimizer, graphdef,
-                               mesh=mesh, state=state, frozen=frozen, minibatches=minibatches)
+                               mesh=mesh, state=state, frozen=frozen, minibatches=minibatches,
+                               micro_batch_rows=micro_batch_rows, denominators=loss_denominators)
   reference_logp = nnx.jit(next_token_logprobs) if algo.kl_coef else None
   rollout_config = RolloutConfig(k=algo.k, tree=algo.tree,
                                  continuation=algo.get("continuation", "best"),
@@ -208,7 +230,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(b.tokens)))
       rows["ref_logp"] = ref
     shuffle = np.random.default_rng([config.seed, step, 1]) if minibatches > 1 else None
-    batch = _policy_batches(rows, b.policy_id, num_policies, shuffle)
+    batch = _policy_batches(rows, b.policy_id, num_policies, shuffle,
+                            multiple=minibatches * max(micro_batch_rows, 1))
     metrics = {k: v for k, v in rollout.metrics.items()
                if k.startswith(("rollout/", "train/reward"))}
     metrics["rollout/max_turns"] = max_turns

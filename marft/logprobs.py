@@ -1,6 +1,8 @@
 """Token log-probabilities, always in float32."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -12,7 +14,38 @@ def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
+def chunked_token_logprobs(hidden: jax.Array, targets: jax.Array,
+                           project: Callable[[jax.Array], jax.Array], chunk: int) -> jax.Array:
+  """`token_logprobs(project(hidden), targets)`, `hidden: [B, T, D]`, computed over chunks of
+  `chunk` positions (T padded up to a multiple) in a `lax.map`; each chunk is a `jax.checkpoint`,
+  so neither pass holds more than one chunk's `[B, chunk, V]` logits."""
+  b, t, d = hidden.shape
+  if chunk <= 0:
+    raise ValueError(f"chunk={chunk} must be positive")
+  parts = -(-t // chunk)
+  pad = parts * chunk - t
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets.astype(jnp.int32), ((0, 0), (0, pad)))
+  hidden = hidden.reshape(b, parts, chunk, d).swapaxes(0, 1)
+  targets = targets.reshape(b, parts, chunk).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def one_chunk(inputs):
+    h, y = inputs
+    return token_logprobs(project(h), y)
+
+  out = jax.lax.map(one_chunk, (hidden, targets))  # [parts, B, chunk]
+  return out.swapaxes(0, 1).reshape(b, parts * chunk)[:, :t]
+
+
 def next_token_logprobs(model, tokens: jax.Array) -> jax.Array:
-  """`log p(tokens[:, t+1] | tokens[:, :t+1])`, shape `[B, T-1]`, from one full forward."""
-  logits = model(tokens[:, :-1])
-  return token_logprobs(logits, tokens[:, 1:])
+  """`log p(tokens[:, t+1] | tokens[:, :t+1])`, shape `[B, T-1]`, from one full forward.
+
+  With `model.config.logprob_chunk = c > 0`, the LM head (`model.logits`) is applied to the
+  final hidden states in chunks of c positions (`chunked_token_logprobs`)."""
+  chunk = getattr(getattr(model, "config", None), "logprob_chunk", 0)
+  if not chunk:
+    logits = model(tokens[:, :-1])
+    return token_logprobs(logits, tokens[:, 1:])
+  hidden, _ = model.hidden_states(tokens[:, :-1])
+  return chunked_token_logprobs(hidden, tokens[:, 1:], model.logits, chunk)

@@ -111,7 +111,8 @@ def train_state_shardings(state: TrainState, optimizer: optax.GradientTransforma
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     graphdef: nnx.GraphDef, *, mesh: Mesh | None = None, state: TrainState | None = None,
-                    frozen: nnx.State | None = None, minibatches: int = 1
+                    frozen: nnx.State | None = None, minibatches: int = 1,
+                    micro_batch_rows: int = 0, denominators: Callable[[Any], Any] | None = None
                     ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns `step(state, batch) -> (state, metrics)`, jitted (and sharded on `mesh`).
 
@@ -125,17 +126,64 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   arrays of shape `[P]`: the loss's own metrics plus `loss`, `grad_norm` and `finite`. `frozen`
   params are passed to every call (an argument, not a compiled-in constant). With a mesh, pass
   a `state` to read its shardings. The input state is donated.
+
+  With `micro_batch_rows = r > 0` (gradient accumulation), each update's rows are split in order
+  into micro-batches of r rows, and a `lax.scan` sums their losses, metrics and gradients before
+  the one optimizer update, so only one micro-batch's activations are live at a time. The loss
+  is then called as `loss_fn(model, micro_batch, denominators=d)`, with `d = denominators(rows)`
+  the normalisers of all the update's rows (its token count, row count, ...), and must be a sum
+  over rows given `d` (its value and every metric): the sums over micro-batches then equal the
+  one-batch loss, metrics and gradient, up to float rounding.
   """
 
   if minibatches < 1:
     raise ValueError(f"minibatches={minibatches} must be at least 1")
+  if not isinstance(micro_batch_rows, int) or micro_batch_rows < 0:
+    raise ValueError(f"micro_batch_rows={micro_batch_rows!r} must be a non-negative integer "
+                     "(0: no gradient accumulation)")
+  if micro_batch_rows and denominators is None:
+    raise ValueError("micro_batch_rows > 0 needs `denominators`, the batch-wide normalisers of "
+                     "the loss")
+
+  def split(x, parts, what):
+    if x.shape[0] % parts:
+      raise ValueError(f"{x.shape[0]} rows do not split into {parts} {what}")
+    return x.reshape((parts, x.shape[0] // parts) + x.shape[1:])
+
+  def loss_and_grad(params, frozen, batch):
+    def objective(trainable, rows, *normalisers):
+      states = (trainable,) if frozen is None else (trainable, frozen)
+      model = nnx.merge(graphdef, *states)
+      if not normalisers:
+        return loss_fn(model, rows)
+      return loss_fn(model, rows, denominators=normalisers[0])
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+    if not micro_batch_rows:
+      return value_and_grad(params, batch)
+    rows = jax.tree.leaves(batch)[0].shape[0]
+    if rows % micro_batch_rows:
+      raise ValueError(f"{rows} rows do not split into micro-batches of "
+                       f"micro_batch_rows={micro_batch_rows}")
+    parts = rows // micro_batch_rows
+    normalisers = jax.lax.stop_gradient(denominators(batch))
+    micro_batches = jax.tree.map(lambda x: split(x, parts, "micro-batches"), batch)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    shapes = jax.eval_shape(value_and_grad, params, first, normalisers)
+    # Sums in at least float32; cast back to the one-batch dtypes at the end.
+    wide = lambda s: jnp.promote_types(s.dtype, jnp.float32) if jnp.issubdtype(
+        s.dtype, jnp.floating) else s.dtype
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, wide(s)), shapes)
+
+    def accumulate(total, micro_batch):
+      out = value_and_grad(params, micro_batch, normalisers)
+      return jax.tree.map(lambda t, o: t + o.astype(t.dtype), total, out), None
+
+    total, _ = jax.lax.scan(accumulate, zeros, micro_batches)
+    return jax.tree.map(lambda t, s: t.astype(s.dtype), total, shapes)
 
   def update_minibatch(params, opt_state, frozen, batch):
-    def objective(trainable):
-      states = (trainable,) if frozen is None else (trainable, frozen)
-      return loss_fn(nnx.merge(graphdef, *states), batch)
-
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    (loss, metrics), grads = loss_and_grad(params, frozen, batch)
     chex.assert_rank(loss, 0)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -151,17 +199,12 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     if minibatches == 1:
       return update_minibatch(params, opt_state, frozen, batch)
 
-    def split(x):
-      if x.shape[0] % minibatches:
-        raise ValueError(f"{x.shape[0]} rows do not split into {minibatches} minibatches")
-      return x.reshape((minibatches, x.shape[0] // minibatches) + x.shape[1:])
-
     def update(carry, minibatch):
       params, opt_state, metrics = update_minibatch(*carry, frozen, minibatch)
       return (params, opt_state), metrics
 
-    (params, opt_state), metrics = jax.lax.scan(update, (params, opt_state),
-                                                jax.tree.map(split, batch))
+    minibatched = jax.tree.map(lambda x: split(x, minibatches, "minibatches"), batch)
+    (params, opt_state), metrics = jax.lax.scan(update, (params, opt_state), minibatched)
     metrics = {name: value.min(0) if name == "finite" else value.mean(0)
                for name, value in metrics.items()}
     return params, opt_state, metrics

@@ -124,3 +124,84 @@ def test_schedule_and_weight_decay_mask():
   updates, _ = optimizer.update(zeros, optimizer.init(params), params)
   np.testing.assert_allclose(updates["w"], -0.1 * 0.5 * np.ones((2, 2)), rtol=1e-6)
   np.testing.assert_array_equal(updates["b"], np.zeros(2))
+
+
+def _ragged_batch(policies, rows, length, seed):
+  """Rows with different numbers of target tokens (one with none) and one zero-weight row."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(4, 100, (policies, rows, length)).astype(np.int32)
+  starts = rng.integers(1, length - 1, (policies, rows))
+  ends = np.minimum(starts + rng.integers(1, length, (policies, rows)), length)
+  position = np.arange(length)
+  mask = ((position >= starts[..., None]) & (position < ends[..., None])).astype(np.float32)
+  mask[:, 1] = 0.0  # a row without tokens
+  weight = np.ones((policies, rows), np.float32)
+  weight[:, 2] = 0.0  # a filtered row
+  return {"tokens": tokens, "loss_mask": mask, "row_weight": weight,
+          "advantages": rng.normal(size=(policies, rows)).astype(np.float32),
+          "behavior_logp": (np.log(1 / 128) + 0.3 * rng.normal(size=(policies, rows, length))
+                            ).astype(np.float32),
+          "ref_logp": (np.log(1 / 128) + 0.3 * rng.normal(size=(policies, rows, length))
+                       ).astype(np.float32)}
+
+
+def _accumulation_case(loss_fn, denominators, batch, metric_names):
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 2)
+  optimizer, lr, rows = optax.sgd(1.0), 1.0, batch["tokens"].shape[1]
+  expected = []
+  for p in range(2):  # the one-batch update, computed without the train step
+    policy = policy_params(params, p)
+    objective = lambda q: loss_fn(nnx.merge(graphdef, q), jax.tree.map(lambda x: x[p], batch))
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(policy)
+    expected.append((loss, metrics, jax.tree.map(lambda q, g: q - lr * g, policy, grads)))
+  for micro_batch_rows in (0, rows // 4):
+    state = init_train_state(jax.tree.map(jnp.copy, params), optimizer, seed=0)
+    step = make_train_step(loss_fn, optimizer, graphdef, micro_batch_rows=micro_batch_rows,
+                           denominators=denominators)
+    state, metrics = step(state, batch)
+    for p in range(2):
+      np.testing.assert_allclose(metrics["loss"][p], expected[p][0], rtol=1e-6, atol=1e-6)
+      for name in metric_names:
+        np.testing.assert_allclose(metrics[name][p], expected[p][1][name], rtol=1e-6, atol=1e-6)
+      for got, want in zip(jax.tree.leaves(policy_params(state.params, p)),
+                           jax.tree.leaves(expected[p][2])):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "sequence-mean"])
+def test_micro_batches_give_the_one_batch_rl_update(aggregation):
+  from experiments import rl
+  cfg = ConfigDict(dict(clip_eps=0.2, aggregation=aggregation, kl_coef=0.1, dual_clip=3.0))
+  loss_fn = lambda model, batch, **kw: rl.loss(model, batch, cfg, **kw)
+  _accumulation_case(loss_fn, rl.loss_denominators, _ragged_batch(2, 8, 12, seed=1),
+                     ("clip_frac", "approx_kl", "kl"))
+
+
+def test_micro_batches_give_the_one_batch_sft_update():
+  batch = _ragged_batch(2, 8, 12, seed=2)
+  batch = {"tokens": batch["tokens"], "loss_mask": batch["loss_mask"]}
+  _accumulation_case(sft.loss, sft.loss_denominators, batch, ("tokens",))
+
+
+def test_micro_batch_rows_are_validated():
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 1)
+  optimizer = optax.sgd(0.1)
+  with pytest.raises(ValueError, match="non-negative"):
+    make_train_step(sft.loss, optimizer, graphdef, micro_batch_rows=-2,
+                    denominators=sft.loss_denominators)
+  with pytest.raises(ValueError, match="denominators"):
+    make_train_step(sft.loss, optimizer, graphdef, micro_batch_rows=2)
+  step = make_train_step(sft.loss, optimizer, graphdef, micro_batch_rows=3,
+                         denominators=sft.loss_denominators)
+  with pytest.raises(ValueError, match="micro_batch_rows=3"):
+    step(init_train_state(params, optimizer, seed=0), _batch(1, rows=4))
+  from experiments import common, rl
+  for bad in (-1, 2.0, True):
+    with pytest.raises(common.ConfigError, match="algo.micro_batch_rows"):
+      common.micro_batch_rows(ConfigDict({"algo": {"micro_batch_rows": bad}}))
+  with pytest.raises(common.ConfigError, match="does not divide the 64 rows"):
+    common.micro_batch_rows(ConfigDict({"algo": {"micro_batch_rows": 24}}), 64)
+  assert common.micro_batch_rows(ConfigDict({"algo": {}})) == 0
+  # RL rows are padded (with zero-weight rows) to a multiple of minibatches * micro_batch_rows.
+  padded = rl._policy_batches({"x": np.ones(5, np.float32)}, np.zeros(5, int), 1, multiple=40)
+  assert padded["x"].shape == (1, 40) and padded["x"].sum() == 5

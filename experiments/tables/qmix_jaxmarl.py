@@ -15,7 +15,6 @@ smallest possible p is 2/70 = 0.029); the figure: greedy return against env step
 """
 from __future__ import annotations
 
-import csv
 import glob
 import itertools
 import json
@@ -27,6 +26,7 @@ import numpy as np
 
 from experiments import jaxmarl_peer
 from experiments import qmix as qmix_job
+from experiments.tables import write_md_csv
 from experiments.configs import qmix_mpe, qmix_smax
 from marft.logging import config_hash, read_metrics
 
@@ -133,7 +133,6 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
   unknown = sorted(set(tasks) - set(ENVS))
   if unknown:
     raise ValueError(f"--tasks={','.join(unknown)}: choose from {sorted(ENVS)}")
-  os.makedirs(results_dir, exist_ok=True)
   rows, figure = [], {}
   md = [f"# QMIX / VDN on JaxMARL benchmarks beside JaxMARL's QMIX, {seeds} seeds", "",
         "Greedy test return at the end of training, mean ± std over seeds (each seed's return "
@@ -192,17 +191,10 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
       md += ["", "A run with `env.max_steps` set trains and is evaluated on episodes cut there "
              "(its return leaves out the steps after the cut).", ""]
     figure[base.env.env_id] = results
-  md_path = os.path.join(results_dir, f"{NAME}.md")
-  with open(md_path, "w") as f:
-    f.write("\n".join(md))
-  csv_path = os.path.join(results_dir, f"{NAME}.csv")
-  with open(csv_path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+  paths = write_md_csv(results_dir, NAME, md, rows)
   png_path = os.path.join(results_dir, f"{NAME}.png")
   _plot(figure, png_path)
-  return [md_path, csv_path, png_path]
+  return [*paths, png_path]
 
 
 def _plot(figure: dict[str, dict[str, tuple]], path: str) -> None:

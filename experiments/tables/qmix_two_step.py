@@ -17,7 +17,6 @@ fit that VDN's regression converges to.
 """
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 from algorithms import qmix
 from envs.marl import two_step
 from experiments import qmix as qmix_job
+from experiments.tables import write_md_csv
 from experiments.configs import qmix_two_step as two_step_config
 from marft.logging import config_hash
 
@@ -118,7 +118,6 @@ def _v(vector: np.ndarray) -> str:
 def write_table(results: dict[tuple[str, str], list[dict[str, Any]]], workdirs: dict,
                 scale: str, seeds: int, gamma: float, results_dir: str) -> list[str]:
   """Writes `qmix_two_step.md` and `.csv` to `results_dir`; returns the paths."""
-  os.makedirs(results_dir, exist_ok=True)
   updates = SCALES[scale] * two_step_config.get_config().algo.updates_per_step
   md = [f"# QMIX two-step game (Rashid et al. 2018, Table 1), {scale} scale, {seeds} seed(s)", "",
         "State 1: agent 1's action picks 2A (payoff 7 for every joint action) or 2B "
@@ -176,15 +175,7 @@ def write_table(results: dict[tuple[str, str], list[dict[str, Any]]], workdirs: 
                              "greedy_return": r["greedy_return"],
                              "run": workdirs[(mixer, exploration)]})
   md += ["", "Runs: " + ", ".join(f"`{d}`" for d in workdirs.values()), ""]
-  md_path = os.path.join(results_dir, f"{NAME}.md")
-  with open(md_path, "w") as f:
-    f.write("\n".join(md))
-  csv_path = os.path.join(results_dir, f"{NAME}.csv")
-  with open(csv_path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-    writer.writeheader()
-    writer.writerows(csv_rows)
-  return [md_path, csv_path]
+  return write_md_csv(results_dir, NAME, md, csv_rows)
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str) -> list[str]:

@@ -9,6 +9,11 @@ import jax.numpy as jnp
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# "none": store every activation; "block": recompute each decoder block in the backward pass;
+# "dots": recompute each block but keep its matmul outputs (`jax.checkpoint_policies.dots_saveable`).
+REMAT_KINDS = ("none", "block", "dots")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shape and numerics of one Qwen2/Qwen3/Llama-family decoder.
@@ -16,7 +21,9 @@ class ModelConfig:
   `model_type` is the Hugging Face family name (`qwen2`, `qwen3`, `llama`) used when saving.
   `rope_scaling` is a tuple of (key, value) pairs (hashable) for Llama-3 style frequency
   scaling, empty for plain RoPE. `dtype` is the activation dtype, `param_dtype` the storage
-  dtype; logits and log-probs are always float32.
+  dtype; logits and log-probs are always float32. `remat` is what a training forward recomputes
+  in the backward pass (see `REMAT_KINDS`); `logprob_chunk > 0` computes next-token log-probs in
+  chunks of that many positions, without materialising `[B, T, V]` logits (0: one projection).
   """
 
   vocab_size: int
@@ -39,6 +46,8 @@ class ModelConfig:
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = LORA_TARGETS
+  remat: str = "none"
+  logprob_chunk: int = 0
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -46,6 +55,11 @@ class ModelConfig:
     unknown = set(self.lora_targets) - set(LORA_TARGETS)
     if unknown:
       raise ValueError(f"unknown lora_targets {sorted(unknown)}; choose from {LORA_TARGETS}")
+    if self.remat not in REMAT_KINDS:
+      raise ValueError(f"remat={self.remat!r}: choose from {REMAT_KINDS}")
+    if not isinstance(self.logprob_chunk, int) or self.logprob_chunk < 0:
+      raise ValueError(f"logprob_chunk={self.logprob_chunk!r} must be a non-negative integer "
+                       "(0: unchunked)")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{field}={getattr(self, field)!r}: expected float32, bfloat16 or float16")

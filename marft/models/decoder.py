@@ -273,6 +273,11 @@ class Block(nnx.Module):
     return x + self.mlp(self.post_attention_norm(x)), cache
 
 
+def _uncached_block(layer: Block, x: jax.Array, positions: jax.Array, key_positions: jax.Array
+                    ) -> jax.Array:
+  return layer(x, positions, key_positions, None, 0)[0]
+
+
 class Decoder(nnx.Module):
   """Causal decoder LM. `model(tokens: int32[B, T]) -> logits: float32[B, T, V]`."""
 
@@ -321,7 +326,12 @@ class Decoder(nnx.Module):
       key_positions = cache_positions[:, :visible]
     x = jnp.take(self.embed[...], tokens, axis=0).astype(self.config.activation_dtype)
     new_keys, new_values = [], []
+    remat = self.config.remat
     for i, layer in enumerate(self.layers):
+      if cache is None and remat != "none":
+        policy = jax.checkpoint_policies.dots_saveable if remat == "dots" else None
+        x = nnx.remat(_uncached_block, policy=policy)(layer, x, positions, key_positions)
+        continue
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
       x, layer_cache = layer(x, positions, key_positions, layer_cache, cache_index)
       if cache is not None:

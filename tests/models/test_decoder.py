@@ -121,3 +121,74 @@ def test_config_errors_are_clear():
     get_model_config("tiny", num_kv_heads=3)
   with pytest.raises(ValueError, match="lora_targets"):
     get_model_config("tiny", lora_targets=("qproj",))
+
+
+def _logprob_objective(tokens, weights):
+  from marft.logprobs import next_token_logprobs
+
+  def objective(model):
+    logp = next_token_logprobs(model, tokens)
+    return (logp * weights).sum(), logp
+  return objective
+
+
+def _value_and_grad(config, tokens, weights):
+  model = build_model(config, seed=3)
+  (value, logp), grads = nnx.value_and_grad(_logprob_objective(tokens, weights),
+                                            has_aux=True)(model)
+  return value, logp, jax.tree.leaves(nnx.state(grads, nnx.Param))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_chunked_logprobs_equal_the_full_projection_and_its_gradient(tie):
+  config = get_model_config("tiny", num_layers=1, tie_embeddings=tie, vocab_size=160)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(0, config.vocab_size, (3, 12)), jnp.int32)
+  weights = jnp.asarray(rng.normal(size=(3, 11)), jnp.float32)
+  model = build_model(config, seed=3)
+  logits = np.asarray(model(tokens[:, :-1]), np.float64)  # numpy log-softmax of the full logits
+  log_softmax = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1,
+                                keepdims=True)) - logits.max(-1, keepdims=True)
+  numpy_logp = np.take_along_axis(log_softmax, np.asarray(tokens[:, 1:])[..., None], -1)[..., 0]
+  want_value, want_logp, want_grads = _value_and_grad(config, tokens, weights)
+  np.testing.assert_allclose(want_logp, numpy_logp, rtol=1e-5, atol=1e-5)
+  for chunk in (4, 5, 11, 16):  # 11 positions: padded chunks, one chunk, one larger chunk
+    value, logp, grads = _value_and_grad(config.replace(logprob_chunk=chunk), tokens, weights)
+    np.testing.assert_allclose(logp, numpy_logp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(value, want_value, rtol=1e-6)
+    assert len(grads) == len(want_grads)
+    for got, want in zip(grads, want_grads):  # float32 sums in another order
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+  # No [B, T, V] array anywhere in the backward pass with chunks of 4 (there is one without).
+  def backward_text(model):
+    graphdef, state = nnx.split(model)
+    objective = lambda s: _logprob_objective(tokens, weights)(nnx.merge(graphdef, s))[0]
+    return str(jax.make_jaxpr(jax.grad(objective))(state))
+  full_logits = f"f32[3,11,{config.vocab_size}]"
+  assert full_logits in backward_text(build_model(config))
+  assert full_logits not in backward_text(build_model(config.replace(logprob_chunk=4)))
+
+
+@pytest.mark.parametrize("remat", ["block", "dots"])
+def test_remat_keeps_outputs_and_gradients(remat):
+  config = get_model_config("tiny", num_layers=2)
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(0, config.vocab_size, (2, 9)), jnp.int32)
+  weights = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)
+  want_value, want_logp, want_grads = _value_and_grad(config, tokens, weights)
+  value, logp, grads = _value_and_grad(config.replace(remat=remat), tokens, weights)
+  np.testing.assert_allclose(logp, want_logp, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(value, want_value, rtol=1e-6)
+  for got, want in zip(grads, want_grads):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  model = build_model(config.replace(remat=remat), seed=3)
+  graphdef, state = nnx.split(model)
+  text = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(tokens))(state))
+  assert text.count("checkpoint") + text.count("remat") >= config.num_layers
+
+
+def test_bad_memory_options_are_rejected():
+  with pytest.raises(ValueError, match="remat='layer'"):
+    get_model_config("tiny", remat="layer")
+  with pytest.raises(ValueError, match="logprob_chunk=-1"):
+    get_model_config("tiny", logprob_chunk=-1)
