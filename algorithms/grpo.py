@@ -1,6 +1,6 @@
 """GRPO and AT-GRPO (agent- and turn-wise grouped GRPO), as pure functions.
 
-Spec: `shared/specs/at_grpo.md`, from "Stronger Together: On-Policy Reinforcement Learning
+From "Stronger Together: On-Policy Reinforcement Learning
 for Collaborative LLMs" (AT-GRPO, Sec. 3-4) and GRPO (DeepSeekMath, Sec. 4.1). Plain GRPO groups
 the K samples of one prompt; AT-GRPO groups the K tree-sampled candidates of one
 (task, role, turn). Both feed the same clipped surrogate.

@@ -1,7 +1,7 @@
 """Code: write a tiny Python function `f` from a short spec; hidden tests decide success.
 
-The "code" row of the AT-GRPO spec (`/work/shared/specs/at_grpo.md`) at tiny scale
-(`/work/shared/specs/tiny_scale.md`). An instance is one function from a family
+The "code" row of the AT-GRPO paper's task table ("Stronger Together") at this codebase's
+tiny scale. An instance is one function from a family
 - affine  `f(x)=3x+1`          -> `3*x+1`               (a in -3..3 but 0, b in -9..9)
 - maxmin  `f(a,b)=2max(a,b)-1` -> `2*max(a,b)-1`        (max or min, k in {1, 2, -1}, c in -9..9)
 - cond    `f(x)=x>1?2x:-3`     -> `2*x if x>1 else -3`  (t in -3..3, u in {1, -1, 2}, c in -9..9)

@@ -7,7 +7,7 @@
   character-level model.
 - `bfs`: shortest move string over any hashable states (cells, or (player, box) pairs).
 - `MoveWorkflow`: the closed-loop workflow both tasks share, after the Plan-Path/Sokoban row
-  of the workflow table in `/work/shared/specs/at_grpo.md`. Every turn the state is rendered
+  of the workflow table in the AT-GRPO paper ("Stronger Together"). Every turn the state is rendered
   afresh and the acting role answers a few moves:
   - single: role `agent` answers the moves that are applied;
   - mas: stage 1, role `tool` proposes moves, which are simulated on a copy of the episode;

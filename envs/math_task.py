@@ -1,5 +1,5 @@
 """Math word problems with exact numeric answers, after the math row of the workflow table in
-`/work/shared/specs/at_grpo.md`. Registered as `"math"`.
+the AT-GRPO paper ("Stronger Together"). Registered as `"math"`.
 
 Tasks: `{"question": str, "answer": int | float, "expression": str}`.
 - `generate_task`: synthetic problems from templates with `min_steps`..`max_steps`

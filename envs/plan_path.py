@@ -1,6 +1,6 @@
 """Plan-Path: walk from the start to the goal of a grid with blocked cells, in few moves.
 
-Spec: `/work/shared/specs/at_grpo.md` (the paper uses 10x10 grids with 22% blocked; the tiny
+After the AT-GRPO paper's ("Stronger Together") task table (the paper uses 10x10 grids with 22% blocked; the tiny
 default here is 5x5, `size` and `blocked` configurable). Instances are random grids with a
 start and a goal whose BFS shortest path has `min_path` to `max_path` moves (so always
 solvable, and solvable by the expert within `max_turns`).

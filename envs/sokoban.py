@@ -1,6 +1,6 @@
 """Sokoban: push the one box onto the target in a small walled room.
 
-Spec: `/work/shared/specs/at_grpo.md` (the paper uses 6x6 rooms with one box). The room is a
+After the AT-GRPO paper's ("Stronger Together") task table (the paper uses 6x6 rooms with one box). The room is a
 `size` x `size` interior (tiny default 5x5) with up to `walls` extra wall cells inside; outside
 it is wall. Instances are random placements of walls, player, box and target kept only when the
 BFS solver over (player, box) states solves them in `min_solution` to `max_solution` moves (so

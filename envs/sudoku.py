@@ -1,5 +1,5 @@
 """4x4 Sudoku (2x2 boxes, digits 1-4), closed loop, after the Sudoku row of the workflow
-table in `/work/shared/specs/at_grpo.md`.
+table of the AT-GRPO paper ("Stronger Together").
 
 Task: a valid complete grid with `min_blanks`..`max_blanks` cells blanked, kept only when the
 puzzle has exactly one solution (checked by a backtracking solver). An instance is
