@@ -27,6 +27,11 @@ Workflows (one stage per turn, the state re-rendered every turn):
 - "single": the agent writes the code; it sees the spec and its latest code (`c:...`); it ends
   on success or at the limit.
 
+Chat prompts (`envs.chat`): a system message with the role, the notation of the spec, the
+rules and the answer format (the code or the tests inside `<answer>...</answer>`, a ```python
+fence allowed), then the turn, the spec, the latest code in a fence and each of the tester's
+tests with the code's result in words.
+
 Rewards (spec, "Turn rewards in the reference"): coder/agent local = pass ratio of its code
 on the hidden tests; tester local = pass ratio of the reference solution on the tester's test
 items (unparseable items count as failing); team = the coder's/agent's hidden pass ratio.
@@ -45,12 +50,13 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from envs import sandbox
+from envs import chat, sandbox
 from envs.arithmetic_eval import parse_expression
 from envs.splits import split_of
 from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
 
 NAME = "code"
+PROMPT_STYLES = chat.PROMPT_STYLES
 FAMILIES = ("affine", "maxmin", "cond", "str")
 MAX_TEST_CHARS = 64  # longer test items are unparseable
 _SHOWN_CODE_CHARS = 40
@@ -67,6 +73,19 @@ _STR_OPS: dict[str, tuple[str, Callable[[str], str]]] = {
     "sort": ("''.join(sorted(s))", lambda s: "".join(sorted(s))),
 }
 _STR_SUFFIXES = ("", "a", "b", "c", "x", "y", "z", "!")
+_ROLE_TEXT = {
+    "agent": "You are a programmer writing a small Python function alone.",
+    "coder": ("You are the coder of a two-agent team writing a small Python function. The "
+              "tester writes tests; you see how your latest code did on them."),
+    "tester": ("You are the tester of a two-agent team writing a small Python function. The "
+               "coder writes the code; you write tests that a correct function passes, and see "
+               "how the coder's latest code did on them."),
+}
+_SPEC_NOTATION = (
+    "The spec is a formula or input/output examples. In formulas `2x` is 2*x, `c?a:b` is "
+    "`a if c else b`, and on a string s: rev(s) reverses it, twice(s) is s+s, up(s) upper-cases "
+    "it, first(s) and last(s) are its first and last characters, tail(s) drops the first, "
+    "init(s) the last, sort(s) sorts its characters.")
 
 
 def default_config() -> dict:
@@ -358,8 +377,8 @@ def _printable(text: str, limit: int) -> str:
 class _CodeWorkflow(Workflow):
   """Shared state: the latest code and its outputs; the latest tests."""
 
-  def __init__(self, task: dict, cfg: dict, max_turns: int):
-    super().__init__(task, max_turns)
+  def __init__(self, task: dict, cfg: dict, max_turns: int, prompt_style: str = "compact"):
+    super().__init__(task, max_turns, chat.check_prompt_style(prompt_style))
     self.cfg = cfg
     self.family = task["family"]
     self.hidden = [(tuple(x), y) for x, y in task["hidden"]]
@@ -395,6 +414,30 @@ class _CodeWorkflow(Workflow):
   def _code_line(self) -> list[str]:
     return [] if self.code is None else ["c:" + _printable(self.code.strip(), _SHOWN_CODE_CHARS)]
 
+  def _answer(self, responses: dict[str, str], role: str) -> str:
+    """What the role's response says: the whole text (compact) or the tagged answer (chat;
+    "" without one, which fails as code and holds no test)."""
+    return chat.answer_of(responses.get(role, ""), self.prompt_style) or ""
+
+  def _chat_prompt(self, role: str, results: list[str]) -> list[Message]:
+    signature = f"f({', '.join(self.task['args'])})"
+    if role == "tester":
+      rules = (f"{_SPEC_NOTATION} Write up to {self.cfg['max_tests']} tests of {signature}, one "
+               "per line, each a call with literal arguments compared with the value a correct "
+               "function returns, e.g. `f(2)==7`; you are rewarded for tests that are right.")
+      answer_format = "one test per line, e.g. <answer>f(2)==7\nf(0)==1</answer>"
+    else:
+      rules = (f"{_SPEC_NOTATION} Write {signature} in Python: either the expression it returns "
+               "(`3*x+1`) or the whole definition (`def f(x): ...`). Hidden tests decide "
+               "whether it is correct.")
+      answer_format = "the code, e.g. <answer>3*x+1</answer>"
+    lines = [chat.turn_words(self.turn, self.max_turns), f"Spec: {self.task['spec']}"]
+    if self.code is not None:
+      lines.append(f"The latest code:\n```python\n{self.code.strip()}\n```")
+    lines.extend(results)
+    return chat.chat_messages(chat.system_prompt(_ROLE_TEXT[role], rules, answer_format),
+                              "\n\n".join(lines))
+
   def expert_response(self, role: str) -> str:
     if role == "tester":
       return ";".join(
@@ -412,10 +455,12 @@ class SingleWorkflow(_CodeWorkflow):
     return (("agent",),)
 
   def prompt(self, role: str) -> list[Message]:
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role, [])
     return [{"role": "user", "content": "\n".join([self.task["spec"], *self._code_line()])}]
 
   def act(self, responses: dict[str, str]) -> StageResult:
-    outcome, _ = self._score_code(responses.get("agent", ""), [])
+    outcome, _ = self._score_code(self._answer(responses, "agent"), [])
     self.advance()
     return StageResult(outcomes={"agent": outcome}, team_reward=self.hidden_ratio)
 
@@ -433,11 +478,27 @@ class MASWorkflow(_CodeWorkflow):
     return self.tests_passed and not self.success
 
   def prompt(self, role: str) -> list[Message]:
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role, self._chat_results())
     lines = [("C " if role == "coder" else "T ") + self.task["spec"], *self._code_line()]
     if self.code is not None:
       lines.append("t:" + (";".join(self._test_text(t, o)
                                     for t, o in zip(self.tests.valid, self.test_outputs)) or "-"))
     return [{"role": "user", "content": "\n".join(lines)}]
+
+  def _chat_results(self) -> list[str]:
+    """The latest code's result on each of the tester's valid tests, in words."""
+    if self.code is None:
+      return []
+    if not self.tests.valid:
+      return ["The tester wrote no valid test."]
+    lines = []
+    for (args, expected), output in zip(self.tests.valid, self.test_outputs):
+      shown = _printable(f"{_render_call(args)}=={expected!r}", MAX_TEST_CHARS)
+      got = ("passed" if _passes(output, expected) else "failed: the call raised an error" if
+             output is FAIL else f"failed: it returned {_printable(repr(output), 40)}")
+      lines.append(f"- {shown} {got}")
+    return ["The tester's tests on the latest code:\n" + "\n".join(lines)]
 
   @staticmethod
   def _test_text(test: tuple[tuple, Any], output: Any) -> str:
@@ -449,11 +510,12 @@ class MASWorkflow(_CodeWorkflow):
     return _printable(shown, MAX_TEST_CHARS) + " got " + got
 
   def act(self, responses: dict[str, str]) -> StageResult:
-    self.tests = parse_tests(responses.get("tester", ""), self.family, self.cfg["max_tests"])
+    self.tests = parse_tests(self._answer(responses, "tester"), self.family,
+                             self.cfg["max_tests"])
     correct = sum(reference(self.family, self.task["params"], x) == y for x, y in self.tests.valid)
     tester = RoleOutcome(correct / self.tests.items if self.tests.items else 0.0,
                          invalid=not self.tests.valid)
-    coder, self.test_outputs = self._score_code(responses.get("coder", ""),
+    coder, self.test_outputs = self._score_code(self._answer(responses, "coder"),
                                                 [x for x, _ in self.tests.valid])
     self.tests_passed = bool(self.tests.valid) and all(
         _passes(o, y) for o, (_, y) in zip(self.test_outputs, self.tests.valid))
@@ -462,11 +524,12 @@ class MASWorkflow(_CodeWorkflow):
                        team_reward=self.hidden_ratio)
 
 
-def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> Workflow:
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
+                  prompt_style: str = "compact") -> Workflow:
   """The "single" (agent) or "mas" (coder + tester) workflow of `task`."""
   cfg = {**default_config(), **cfg}
   if kind == "single":
-    return SingleWorkflow(task, cfg, max_turns)
+    return SingleWorkflow(task, cfg, max_turns, prompt_style)
   if kind == "mas":
-    return MASWorkflow(task, cfg, max_turns)
+    return MASWorkflow(task, cfg, max_turns, prompt_style)
   raise ValueError(f"kind must be 'single' or 'mas', got {kind!r}")

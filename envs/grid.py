@@ -15,8 +15,12 @@
     the moves that are applied. The tool's local reward is what its proposal would have
     earned if applied (failure penalty included); the plan's local reward and the team
     reward are the applied moves' reward (the tool stage applies nothing: team reward 0).
-  Prompts (one user message): single `<grid>`; tool `T <grid>`; plan `P <grid> <proposal>`,
-  the proposal as `<moves>:<outcome>`, or `?:invalid` when it did not parse.
+  Compact prompts (one user message): single `<grid>`; tool `T <grid>`; plan
+  `P <grid> <proposal>`, the proposal as `<moves>:<outcome>`, or `?:invalid` when it did not
+  parse. Chat prompts (`envs.chat`): a system message with the role, the task's rules and the
+  answer format (`<answer>RD</answer>`), then the turn, the grid as numbered lines, the
+  positions in words and, for the plan, the tool's proposal and what it would do; the answer
+  may separate moves by spaces or commas and use lower case (`r, d`).
 """
 from __future__ import annotations
 
@@ -26,12 +30,22 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from envs import chat
 from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
                                     workflow_roles)
 
 Cell = tuple[int, int]
 MOVES = {"U": (-1, 0), "D": (1, 0), "L": (0, -1), "R": (0, 1)}
 _MOVES_RE = re.compile("[UDLR]+")
+_MOVE_SEPARATORS = re.compile(r"[\s,;]+")
+_ROLE_TEXT = {
+    "agent": "You are an agent solving a grid puzzle alone.",
+    "tool": ("You are the tool agent of a two-agent team solving a grid puzzle. You propose "
+             "moves; they are simulated, and the plan agent sees what they would do and decides "
+             "the moves that are made."),
+    "plan": ("You are the plan agent of a two-agent team solving a grid puzzle. The tool agent "
+             "proposed moves and you see what they would do; your moves are the ones made."),
+}
 
 
 def parse_moves(text: str, max_moves: int) -> str | None:
@@ -40,6 +54,14 @@ def parse_moves(text: str, max_moves: int) -> str | None:
   if 1 <= len(moves) <= max_moves and _MOVES_RE.fullmatch(moves):
     return moves
   return None
+
+
+def parse_chat_moves(text: str | None, max_moves: int) -> str | None:
+  """`parse_moves` of a chat answer (`envs.chat.extract_answer`), which may separate the moves
+  by spaces, commas or semicolons and write them in lower case."""
+  if text is None:
+    return None
+  return parse_moves(_MOVE_SEPARATORS.sub("", text).upper(), max_moves)
 
 
 def step(cell: Cell, move: str) -> Cell:
@@ -82,8 +104,11 @@ class MoveWorkflow(Workflow):
   INVALID_REWARD: float  # an unparseable answer, or one blocked move
   FAIL_REWARD: float  # the turn limit without success, or an unsolvable state
 
-  def __init__(self, task: dict, kind: str, max_turns: int, max_moves: int):
-    super().__init__(task, max_turns)
+  OUTCOME_WORDS: dict[str, str]  # outcome word -> what the plan agent is told it means
+
+  def __init__(self, task: dict, kind: str, max_turns: int, max_moves: int,
+               prompt_style: str = "compact"):
+    super().__init__(task, max_turns, chat.check_prompt_style(prompt_style))
     self.roles = workflow_roles(kind, ("tool", "plan"))
     self.kind = kind
     self.max_moves = max_moves
@@ -92,6 +117,14 @@ class MoveWorkflow(Workflow):
   @abc.abstractmethod
   def render(self) -> str:
     """The current state as one line."""
+
+  @abc.abstractmethod
+  def chat_rules(self) -> str:
+    """The task's rules in words, for the chat system message."""
+
+  @abc.abstractmethod
+  def chat_state(self) -> str:
+    """The current state in words and as numbered grid lines (`envs.chat.grid_lines`)."""
 
   @abc.abstractmethod
   def apply(self, moves: str) -> tuple[float, str]:
@@ -105,13 +138,31 @@ class MoveWorkflow(Workflow):
     return (("agent",),) if self.kind == "single" else (("tool",), ("plan",))
 
   def prompt(self, role: str) -> list[Message]:
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role)
     board = self.render()
     text = {"agent": board, "tool": f"T {board}", "plan": f"P {board} {self.proposal}"}[role]
     return [{"role": "user", "content": text}]
 
+  def _chat_prompt(self, role: str) -> list[Message]:
+    rules = (f"{self.chat_rules()} Moves are U (up), D (down), L (left) and R (right); each "
+             f"answer makes 1 to {self.max_moves} moves, in order. The episode lasts at most "
+             f"{self.max_turns} turns.")
+    system = chat.system_prompt(_ROLE_TEXT[role], rules,
+                                "the moves as letters, e.g. <answer>RD</answer>")
+    lines = [chat.turn_words(self.turn, self.max_turns), self.chat_state()]
+    if role == "plan" and self.proposal:
+      moves, _, outcome = self.proposal.partition(":")
+      lines.append("The tool agent's answer was not valid." if moves == "?" else
+                   f"The tool agent proposed {moves}; if made, {self.OUTCOME_WORDS[outcome]}")
+    return chat.chat_messages(system, "\n\n".join(lines))
+
   def act(self, responses: dict[str, str]) -> StageResult:
     (role,) = self.acting_roles()
-    moves = parse_moves(responses[role], self.max_moves)
+    if self.prompt_style == "chat":
+      moves = parse_chat_moves(chat.extract_answer(responses[role]), self.max_moves)
+    else:
+      moves = parse_moves(responses[role], self.max_moves)
     if role == "tool":
       reward, outcome = self.clone()._play(moves, final=self.turn == self.max_turns - 1)
       self.proposal = f"{moves or '?'}:{outcome}"

@@ -20,7 +20,12 @@ did not parse, `err` for a failed calculation):
   the same turn (agreement), or at the turn limit. Success: the reasoner's final answer is
   correct (an agreement on a wrong number fails).
 
-Answers: a decimal number (`12`, `-3`, `2.5`, `1,000`; text after a last `####` if present),
+Chat prompts (`envs.chat`): a system message with the role, the rules and the answer format,
+then the question and the earlier turns in words; answers inside `<answer>...</answer>` are
+free-form and graded with `math-verify` (LaTeX, fractions, `\\boxed{}`, units and words
+around the number); the tool may write `3*4-2 = 10` (what follows `=` is ignored).
+
+Answers (compact): a decimal number (`12`, `-3`, `2.5`, `1,000`; text after a last `####` if present),
 compared with a tolerance of 1e-6 relative. Rewards (the spec's numbers):
 - reasoner / agent local: 1 correct, 0 wrong (an unparseable answer is wrong and marked
   invalid);
@@ -36,18 +41,41 @@ import json
 import random
 import re
 
+import math_verify
+
+from envs import chat
 from envs.splits import split_of
 from envs.arithmetic_eval import EvalError, Number, evaluate
 from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
                                     workflow_roles)
 
 NAME = "math"
+PROMPT_STYLES = chat.PROMPT_STYLES
 _NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 _MAX_DIGITS = 32  # longer numbers do not parse
 _MAX_SHOWN = 16  # longer expressions are shown as `?`
 _ARITHMETIC = frozenset("0123456789.+-*/%() ")
 _NAMES = ("Ann", "Bo", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal", "Ida", "Jo")
 _ITEMS = ("nuts", "pens", "eggs", "cards", "balls", "cups")
+_ROLE_TEXT = {
+    "agent": "You are an agent solving a math word problem alone.",
+    "tool": ("You are the tool agent of a two-agent team solving a math word problem. You write "
+             "one arithmetic expression whose value answers the question; a calculator computes "
+             "it and the reasoner agent sees the result."),
+    "reasoner": ("You are the reasoner agent of a two-agent team solving a math word problem. "
+                 "The tool agent writes arithmetic that a calculator computes; you see the "
+                 "results of earlier turns and give the answer."),
+}
+_RULES = {
+    "agent": "Answer the question with a number.",
+    "tool": ("The expression may use numbers, + - * / % and parentheses, nothing else. The "
+             "episode ends when the reasoner's answer equals your expression's value."),
+    "reasoner": ("Answer the question with a number. The episode ends when your answer equals "
+                 "the value of the tool agent's expression of the same turn."),
+}
+_FORMATS = {"agent": "the number, e.g. <answer>12</answer>",
+            "tool": "the expression, e.g. <answer>3*4-2</answer>",
+            "reasoner": "the number, e.g. <answer>12</answer>"}
 
 
 def default_config() -> dict:
@@ -94,6 +122,29 @@ def parse_number(text: str) -> Number | None:
   return float(text) if "." in text else int(text)
 
 
+def chat_value(text: str | None) -> Number | None:
+  """The number a free-form chat answer states (`math_verify.parse`: LaTeX, fractions,
+  `\\boxed{}`, units), or None when it states none."""
+  if text is None:
+    return None
+  for item in math_verify.parse(text):
+    try:
+      value = complex(item)
+    except (TypeError, ValueError):
+      continue
+    if value.imag == 0:
+      return int(value.real) if float(value.real).is_integer() else value.real
+  return None
+
+
+def chat_correct(text: str | None, answer: Number) -> bool:
+  """Whether a free-form chat answer equals `answer` (`math_verify.verify`)."""
+  if text is None:
+    return False
+  return bool(math_verify.verify(math_verify.parse(format_number(answer)),
+                                 math_verify.parse(text)))
+
+
 def format_number(x: Number) -> str:
   """`12`, `2.5`, `1.23457e+15`: integral values under 10**12 without a decimal point, else
   six significant digits."""
@@ -130,40 +181,61 @@ def load_jsonl(path: str) -> list[dict]:
 class MathWorkflow(Workflow):
   """One math episode (see the module docstring)."""
 
-  def __init__(self, task: dict, kind: str, max_turns: int):
-    super().__init__(task, max_turns)
+  def __init__(self, task: dict, kind: str, max_turns: int, prompt_style: str = "compact"):
+    super().__init__(task, max_turns, chat.check_prompt_style(prompt_style))
     self.roles = workflow_roles(kind, ("tool", "reasoner"))
     self.kind = kind
-    self.history = ""  # e.g. " T3*4-2=10 R12"
+    self.history: list[tuple[str, str, str]] = []  # (expression, value, answer) shown, per turn
     self.answer: Number | None = None  # the latest answer of the agent / reasoner
+    self.correct = False  # whether that answer is the task's
     self.agreed = False
 
   def stages(self) -> tuple[tuple[str, ...], ...]:
     return (self.roles,)
 
-  def _correct(self) -> bool:
-    return self.answer is not None and same_number(self.answer, self.task["answer"])
-
   @property
   def success(self) -> bool:
-    return self._correct() and (self.agreed or self.kind == "single" or
+    return self.correct and (self.agreed or self.kind == "single" or
                                 self.turn >= self.max_turns)
 
   @property
   def failed(self) -> bool:
-    return not self._correct() and (self.agreed or (self.kind == "single" and self.turn > 0))
+    return not self.correct and (self.agreed or (self.kind == "single" and self.turn > 0))
 
   def prompt(self, role: str) -> list[Message]:
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role)
     marker = {"agent": "", "tool": "T ", "reasoner": "R "}[role]
-    return [{"role": "user", "content": f"{marker}{self.task['question']}{self.history}"}]
+    history = "".join(f" T{e}={v} R{a}" for e, v, a in self.history)
+    return [{"role": "user", "content": f"{marker}{self.task['question']}{history}"}]
+
+  def _chat_prompt(self, role: str) -> list[Message]:
+    rules = f"{_RULES[role]} The episode lasts at most {self.max_turns} turns."
+    system = chat.system_prompt(_ROLE_TEXT[role], rules, _FORMATS[role])
+    lines = [chat.turn_words(self.turn, self.max_turns), f"Question: {self.task['question']}"]
+    for turn, (expression, value, answer) in enumerate(self.history):
+      computed = ("the calculator could not compute it" if value == "err" else
+                  f"the calculator computed {value}")
+      answered = "gave no valid answer" if answer == "?" else f"answered {answer}"
+      lines.append(f"Turn {turn + 1}: the tool agent wrote {expression} ({computed}); the "
+                   f"reasoner {answered}.")
+    return chat.chat_messages(system, "\n\n".join(lines))
 
   def act(self, responses: dict[str, str]) -> StageResult:
     answer_role = "agent" if self.kind == "single" else "reasoner"
-    self.answer = parse_number(responses.get(answer_role, ""))
-    correct = float(self._correct())
+    if self.prompt_style == "chat":
+      text = chat.extract_answer(responses.get(answer_role, ""))
+      self.answer = chat_value(text)
+      self.correct = chat_correct(text, self.task["answer"])
+    else:
+      self.answer = parse_number(responses.get(answer_role, ""))
+      self.correct = self.answer is not None and same_number(self.answer, self.task["answer"])
+    correct = float(self.correct)
     outcomes = {}
     if self.kind == "mas":
-      expression = responses.get("tool", "").strip()
+      expression = (chat.answer_of(responses.get("tool", ""), self.prompt_style) or "").strip()
+      if self.prompt_style == "chat":
+        expression = expression.split("=", 1)[0].strip()
       value = evaluate(expression)
       if isinstance(value, EvalError):
         outcomes["tool"] = RoleOutcome(-1.0, True)
@@ -173,7 +245,7 @@ class MathWorkflow(Workflow):
         shown = format_number(value)
         self.agreed = self.answer is not None and same_number(self.answer, value)
       answer = "?" if self.answer is None else format_number(self.answer)
-      self.history += f" T{_shown_expression(expression)}={shown} R{answer}"
+      self.history.append((_shown_expression(expression), shown, answer))
     outcomes[answer_role] = RoleOutcome(correct, self.answer is None)
     self.advance()
     return StageResult(outcomes, team_reward=correct)
@@ -189,5 +261,6 @@ def _shown_expression(expression: str) -> str:
   return "?"
 
 
-def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> MathWorkflow:
-  return MathWorkflow(task, kind, max_turns)
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
+                  prompt_style: str = "compact") -> MathWorkflow:
+  return MathWorkflow(task, kind, max_turns, prompt_style)

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import random
 
-from envs import grid
+from envs import chat, grid
 from envs.splits import split_of
 from envs.grid import Cell
 
 NAME = "plan_path"
+PROMPT_STYLES = chat.PROMPT_STYLES
 
 STEP_REWARD = -0.01
 INVALID_REWARD = -0.1
@@ -116,10 +117,14 @@ class PlanPathWorkflow(grid.MoveWorkflow):
 
   INVALID_REWARD = INVALID_REWARD
   FAIL_REWARD = FAIL_REWARD
+  OUTCOME_WORDS = {"goal": "they would reach the goal.",
+                   "blocked": "at least one of them would be blocked.",
+                   "ok": "they would not reach the goal yet, and none would be blocked."}
 
-  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int):
+  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int,
+               prompt_style: str = "compact"):
     cfg = {**default_config(), **cfg}
-    super().__init__(task, kind, max_turns, cfg["max_moves_per_turn"])
+    super().__init__(task, kind, max_turns, cfg["max_moves_per_turn"], prompt_style)
     self.rows = task["grid"]
     self.goal = tuple(task["goal"])
     self.pos = tuple(task["start"])
@@ -136,6 +141,17 @@ class PlanPathWorkflow(grid.MoveWorkflow):
 
   def solve(self) -> str | None:
     return shortest_path(self.rows, self.pos, self.goal)
+
+  def chat_rules(self) -> str:
+    return ("Walk from your position S to the goal G of the grid in as few moves as possible. "
+            "A move into a blocked cell (#) or off the grid is blocked: you stay where you are "
+            "and are penalised.")
+
+  def chat_state(self) -> str:
+    rows = self.render().split("/")
+    return (f"The grid (S: you, G: the goal, #: blocked, .: free):\n{chat.grid_lines(rows)}\n"
+            f"You are at {chat.cell_words(self.pos)}; the goal is at "
+            f"{chat.cell_words(self.goal)}.")
 
   def heuristic_response(self, role: str) -> str:
     """The myopic planner's moves: straight at the goal (rows first), blind to `#`."""
@@ -165,6 +181,7 @@ class PlanPathWorkflow(grid.MoveWorkflow):
     return reward, "goal" if self.success else "blocked" if blocked else "ok"
 
 
-def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> PlanPathWorkflow:
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
+                  prompt_style: str = "compact") -> PlanPathWorkflow:
   """A `"single"` (agent) or `"mas"` (tool, plan) episode of `task`."""
-  return PlanPathWorkflow(task, kind, cfg, max_turns)
+  return PlanPathWorkflow(task, kind, cfg, max_turns, prompt_style)

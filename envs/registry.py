@@ -1,11 +1,13 @@
-"""Text tasks by name. Each task module exposes the same four names:
+"""Text tasks by name. Each task module exposes the same five names:
 
 - `NAME: str`
 - `default_config() -> dict`: the tiny-scale defaults (sizes, difficulty, max_turns, ...).
 - `generate_task(seed: int, split: str, cfg: dict) -> dict`: one JSON-serialisable instance of
   the `"train"` or `"test"` split; the two splits never share an instance.
-- `make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> Workflow`: `kind` is
-  `"single"` (one agent) or `"mas"` (the paper's multi-agent workflow).
+- `make_workflow(task: dict, kind: str, cfg: dict, max_turns: int, prompt_style: str =
+  "compact") -> Workflow`: `kind` is `"single"` (one agent) or `"mas"` (the paper's multi-agent
+  workflow); `prompt_style` one of the module's `PROMPT_STYLES` (`envs.chat`).
+- `PROMPT_STYLES: tuple[str, ...]`: the prompt styles its workflows render.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ TASKS = {
     "sudoku": "envs.sudoku",
     "math": "envs.math_task",
     "code": "envs.code",
+    "humaneval": "envs.humaneval",
 }
 
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import random
 
-from envs import grid
+from envs import chat, grid
 from envs.splits import split_of
 from envs.grid import Cell
 
 NAME = "sokoban"
+PROMPT_STYLES = chat.PROMPT_STYLES
 
 INVALID_REWARD = -0.1
 BOX_ON_GOAL_REWARD = 1.0
@@ -110,9 +111,16 @@ class SokobanWorkflow(grid.MoveWorkflow):
 
   INVALID_REWARD = INVALID_REWARD
   FAIL_REWARD = FAIL_REWARD
+  OUTCOME_WORDS = {"solved": "they would push the box onto the target.",
+                   "stuck": ("they would push the box where it can no longer "
+                             "reach the target (the episode would fail)."),
+                   "blocked": "at least one of them would be blocked.",
+                   "ok": "they would not solve the puzzle yet, and none would be blocked."}
 
-  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int):
-    super().__init__(task, kind, max_turns, {**default_config(), **cfg}["max_moves_per_turn"])
+  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int,
+               prompt_style: str = "compact"):
+    super().__init__(task, kind, max_turns, {**default_config(), **cfg}["max_moves_per_turn"],
+                     prompt_style)
     self.room = task["room"]
     self.target = tuple(task["target"])
     self.state: State = (tuple(task["player"]), tuple(task["box"]))
@@ -131,6 +139,20 @@ class SokobanWorkflow(grid.MoveWorkflow):
 
   def solve(self) -> str | None:
     return solve(self.room, self.state, self.target)
+
+  def chat_rules(self) -> str:
+    return ("Push the box onto the target. You walk one cell per move; walking into the box "
+            "pushes it one cell further if that cell is free. You cannot walk into a wall (#) "
+            "or off the room, nor push the box into one: such a move is blocked and penalised. "
+            "A box pushed where it can no longer reach the target fails the episode.")
+
+  def chat_state(self) -> str:
+    (player, box) = self.state
+    rows = self.render().split("/")
+    return (f"The room (@: you, $: the box, .: the target, *: the box on the target, +: you on "
+            f"the target, #: wall, _: floor):\n{chat.grid_lines(rows)}\n"
+            f"You are at {chat.cell_words(player)}; the box is at {chat.cell_words(box)}; the "
+            f"target is at {chat.cell_words(self.target)}.")
 
   def apply(self, moves: str) -> tuple[float, str]:
     reward, blocked = 0.0, False
@@ -157,6 +179,7 @@ class SokobanWorkflow(grid.MoveWorkflow):
     return reward, outcome
 
 
-def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> SokobanWorkflow:
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
+                  prompt_style: str = "compact") -> SokobanWorkflow:
   """A `"single"` (agent) or `"mas"` (tool, plan) episode of `task`."""
-  return SokobanWorkflow(task, kind, cfg, max_turns)
+  return SokobanWorkflow(task, kind, cfg, max_turns, prompt_style)

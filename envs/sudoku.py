@@ -15,7 +15,9 @@ get digit `d`; `"234"` puts 4 at row 2, column 3. An answer is 1 to `max_fills` 
 order and applied all or none: every fill must go to a blank cell and not repeat a digit of
 its row, column or box (earlier fills of the answer included).
 
-Workflows (one user message per prompt):
+Workflows (compact: one user message per prompt; chat (`envs.chat`): a system message with
+the role, the rules and the answer format `<answer>234</answer>`, then the turn, the grid as
+numbered lines and, for the plan, the tool's proposal and its outcome in words):
 - single: role `agent` sees `<grid>` and answers the fills that are applied.
 - mas: stage 1, role `tool` sees `T <grid>` and proposes fills, checked on a copy; stage 2,
   role `plan` sees `P <grid> <fills>:<outcome>` (outcome `ok`, `conflict` or `solved`;
@@ -44,17 +46,30 @@ from __future__ import annotations
 import functools
 import random
 
+from envs import chat
 from envs.splits import split_of
 from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
                                     workflow_roles)
 
 NAME = "sudoku"
+PROMPT_STYLES = chat.PROMPT_STYLES
 SIZE = 4
 BOX = 2
 DIGITS = "1234"
 MAX_BLANKS = 12  # a 4x4 puzzle needs at least 4 givens to have one solution
 _SEPARATORS = str.maketrans("", "", " \t\n\r,;")
 _MAX_ANSWER = 64  # longer answers do not parse
+_ROLE_TEXT = {
+    "agent": "You are an agent solving a 4x4 Sudoku alone.",
+    "tool": ("You are the tool agent of a two-agent team solving a 4x4 Sudoku. You propose "
+             "fills; they are checked, and the plan agent sees the result and decides the fills "
+             "that are made."),
+    "plan": ("You are the plan agent of a two-agent team solving a 4x4 Sudoku. The tool agent "
+             "proposed fills and you see whether they are legal; your fills are the ones made."),
+}
+_OUTCOME_WORDS = {"ok": "they are legal.", "solved": "they would complete the grid.",
+                  "conflict": ("they are not legal (a filled cell, or a digit repeated in a row, "
+                               "column or box).")}
 
 
 def default_config() -> dict:
@@ -144,8 +159,9 @@ def format_fills(fills: list[tuple[int, str]]) -> str:
 class SudokuWorkflow(Workflow):
   """One closed-loop Sudoku episode (see the module docstring)."""
 
-  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int):
-    super().__init__(task, max_turns)
+  def __init__(self, task: dict, kind: str, cfg: dict, max_turns: int,
+               prompt_style: str = "compact"):
+    super().__init__(task, max_turns, chat.check_prompt_style(prompt_style))
     self.roles = workflow_roles(kind, ("tool", "plan"))
     self.kind = kind
     self.cfg = cfg
@@ -167,12 +183,33 @@ class SudokuWorkflow(Workflow):
 
   def prompt(self, role: str) -> list[Message]:
     board = render(self.grid)
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role, board)
     text = {"agent": board, "tool": f"T {board}", "plan": f"P {board} {self.proposal_text}"}
     return [{"role": "user", "content": text[role]}]
 
+  def _chat_prompt(self, role: str, board: str) -> list[Message]:
+    max_fills = self.cfg["max_fills"]
+    rules = ("Fill the blank cells (.) of the 4x4 grid with digits 1-4 so that every row, every "
+             "column and every 2x2 box holds each digit once. A fill is three digits: row, "
+             f"column, digit (234 puts 4 at row 2, column 3); an answer makes 1 to {max_fills} "
+             "fills, separated by commas, all made or none. A fill into a filled cell or one that "
+             "repeats a digit is illegal and penalised; a legal fill that disagrees with the "
+             f"solution fails the puzzle. The episode lasts at most {self.max_turns} turns.")
+    system = chat.system_prompt(_ROLE_TEXT[role], rules,
+                                "the fills as digit triples, e.g. <answer>234</answer>")
+    lines = [chat.turn_words(self.turn, self.max_turns),
+             f"The grid (.: blank):\n{chat.grid_lines(board.split('/'))}"]
+    if role == "plan" and self.proposal_text:
+      fills, _, outcome = self.proposal_text.partition(":")
+      lines.append("The tool agent's answer was not valid." if fills == "?" else
+                   f"The tool agent proposed {fills}: {_OUTCOME_WORDS[outcome]}")
+    return chat.chat_messages(system, "\n\n".join(lines))
+
   def act(self, responses: dict[str, str]) -> StageResult:
     (role,) = self.acting_roles()
-    fills = parse_fills(responses.get(role, ""), self.cfg["max_fills"])
+    answer = chat.answer_of(responses.get(role, ""), self.prompt_style)
+    fills = None if answer is None else parse_fills(answer, self.cfg["max_fills"])
     if role == "tool":
       reward, outcome = self.clone()._play(fills, final=self.turn == self.max_turns - 1)
       self.proposal = fills
@@ -216,5 +253,6 @@ class SudokuWorkflow(Workflow):
     return format_fills([(cell, solution[cell])]) if cell >= 0 else ""
 
 
-def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int) -> SudokuWorkflow:
-  return SudokuWorkflow(task, kind, cfg, max_turns)
+def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
+                  prompt_style: str = "compact") -> SudokuWorkflow:
+  return SudokuWorkflow(task, kind, cfg, max_turns, prompt_style)

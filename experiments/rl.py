@@ -96,7 +96,8 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
   if config.model.get("path"):
     model, model_config = load_pretrained(config.model.path, **overrides)
     tokenizer = load_tokenizer(config.model.get("tokenizer") or config.model.path,
-                               model_config.vocab_size)
+                               model_config.vocab_size,
+                               enable_thinking=config.model.get("enable_thinking", True))
     return model, model_config, tokenizer
   pretrain_config = pretrain.config_for(config.task.name, config.model.name)
   hf_dir = pretrain.base_checkpoint(pretrain_config)
@@ -154,14 +155,27 @@ def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_pol
   return out
 
 
+def prompt_style(config: Any, task: Any) -> str:
+  """`task.prompt_style` (default `compact`), checked to be one the task renders."""
+  style = config.task.get("prompt_style", "compact")
+  if style not in task.PROMPT_STYLES:
+    raise common.ConfigError(f"task.prompt_style={style!r}: task {config.task.name!r} renders "
+                             f"{task.PROMPT_STYLES}")
+  return style
+
+
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
   task = get_task(config.task.name)
   task_cfg = {**task.default_config(), **dict(config.task.get("env", {}))}
+  style = prompt_style(config, task)
   sample_task = task.generate_task(0, "test", task_cfg)
 
+  def make_workflow(instance: dict, kind: str, max_turns: int):
+    return task.make_workflow(instance, kind, task_cfg, max_turns, style)
+
   def roles_of(kind: str) -> tuple[str, ...]:
-    return task.make_workflow(sample_task, kind, task_cfg, 1).roles
+    return make_workflow(sample_task, kind, 1).roles
 
   try:
     roles = roles_of(config.task.workflow)
@@ -172,7 +186,18 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                              f"the roles {roles} of the {config.task.workflow!r} workflow")
   if config.algo.k < 2:
     raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
-  model, model_config, tokenizer = base_model(config)
+  chat_error = common.ConfigError(
+      "task.prompt_style='chat' needs a tokenizer with a chat template (a checkpoint's "
+      "tokenizer.json, model.path); the character tokenizer of the tiny and small models reads "
+      "'compact' prompts")
+  if style == "chat" and (not config.model.get("path") or config.model.get("tokenizer") == "char"):
+    raise chat_error
+  try:
+    model, model_config, tokenizer = base_model(config)
+  except ValueError as e:  # an unsupported checkpoint or tokenizer
+    raise common.ConfigError(str(e)) from e
+  if style == "chat" and not tokenizer.has_chat_template:
+    raise chat_error
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
   lora = bool(config.policies.get("lora_rank", 0))
@@ -211,8 +236,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     rounds = config.curriculum.max_turns or (task_cfg["max_turns"],)
     max_turns = grpo.max_turns_at(step + 1, rounds, config.curriculum.every)
     seeds = np.random.default_rng([config.seed, step]).integers(0, 2**31, config.task.num_tasks)
-    workflows = [task.make_workflow(task.generate_task(int(s), "train", task_cfg), kind,
-                                    task_cfg, max_turns) for s in seeds]
+    workflows = [make_workflow(task.generate_task(int(s), "train", task_cfg), kind, max_turns)
+                 for s in seeds]
     samplers = [model_sampler(m, tokenizer, rollout_config) for m in models_of(state)]
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
     rollout = collect(workflows, samplers, tokenizer, key, mapping=mapping, config=rollout_config)
@@ -252,8 +277,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                                     max_new_tokens=config.rollout.max_new_tokens,
                                     temperature=temperature)
         samplers = [model_sampler(m, tokenizer, eval_config) for m in models]
-        workflows = [task.make_workflow(t, view_kind, task_cfg, task_cfg["max_turns"])
-                     for t in test_instances]
+        workflows = [make_workflow(t, view_kind, task_cfg["max_turns"]) for t in test_instances]
         rollout = collect(workflows, samplers, tokenizer, jax.random.key(config.seed),
                           mapping=view_mapping, config=eval_config)
         metrics[f"eval/{prefix}{name}_success"] = rollout.metrics["rollout/success_rate"]

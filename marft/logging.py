@@ -38,6 +38,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "algo.micro_batch_rows": 0,
     "model.remat": "none",
     "model.logprob_chunk": 0,
+    "model.enable_thinking": True,
+    "task.prompt_style": "compact",
 }
 
 

@@ -64,7 +64,7 @@ def test_llama3_format_and_unknown_format(tmp_path):
       expected, add_special_tokens=False).ids
   assert tok.eos_id == tok.pad_id == raw.token_to_id("<|eot_id|>")
   _write_tokenizer(tmp_path / "b", ["<s>"])
-  with pytest.raises(ValueError, match="chat format"):
+  with pytest.raises(ValueError, match="no chat template"):
     load_tokenizer(str(tmp_path / "b"))
   with pytest.raises(FileNotFoundError):
     load_tokenizer(str(tmp_path))

@@ -16,7 +16,8 @@ regimes (rows of the table; the "no RL" rows are each run's step-0 evaluation):
 scales: tiny (the task's 1M-parameter pretrained base model, on CPU), small (the same recipe
 with the 10.9M-parameter `small` model: Plan-Path's greedy gain is far outside noise there,
 about 15 minutes a run on 2 CPU cores) and paper (a real checkpoint given by `model.path`; the
-reference configs' K, batch, turn limit, lr and LoRA rank).
+reference configs' K, batch, turn limit, lr and LoRA rank; `chat` prompts with the checkpoint's
+chat template, Qwen3's thinking switched off as in the reference's rollouts).
 """
 import ml_collections
 
@@ -46,7 +47,7 @@ PAPER_TASKS = {
     "sokoban": dict(env=dict(size=6, max_solution=20, max_moves_per_turn=40, max_turns=5)),
     "sudoku": dict(env=dict(max_turns=5)),
     "math": dict(env=dict(max_turns=5)),
-    "code": dict(env=dict(max_turns=5)),
+    "code": dict(env=dict(max_turns=5, max_code_chars=2000, timeout_s=5.0)),
 }
 
 
@@ -59,7 +60,7 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   c = common.base_config(total_steps=30 if on_cpu else 200, eval_every=10,
                          checkpoint_every=10, log_every=1, max_to_keep=2)
   c.model = dict(name=scale if on_cpu else "qwen3-1.7b", path="", tokenizer="",
-                 dtype="float32" if on_cpu else "bfloat16")
+                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu)
   settings = (TINY_TASKS if on_cpu else PAPER_TASKS)[task]
   roles = ROLES[task]
   if regime == "single_grpo":
@@ -69,6 +70,7 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   else:
     workflow, mapping = "mas", {role: i for i, role in enumerate(roles)}
   c.task = dict(name=task, env=settings["env"], workflow=workflow,
+                prompt_style="compact" if on_cpu else "chat",
                 num_tasks=16 if on_cpu else 32, eval_tasks=settings.get("eval_tasks", 256))
   c.policies = dict(mapping=mapping,
                     lora_rank=(4 if on_cpu else 16) if regime == "mas_lora_per_role" else 0)

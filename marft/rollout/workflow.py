@@ -5,7 +5,8 @@ which roles act in each stage of a turn (a stage's roles act in parallel; later 
 earlier stages' outputs), renders each role's prompt from the current state and transcript,
 parses each response into an action, applies or simulates it, and scores it. Text in, text
 out; plain Python. Malformed responses are never exceptions: they are invalid actions with
-their penalty (`RoleOutcome.invalid`).
+their penalty (`RoleOutcome.invalid`). Prompts come in two styles (`prompt_style`, see
+`envs.chat`): `compact` strings for character models and `chat` messages for real LLMs.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ class Workflow(abc.ABC):
   #: every role this workflow can ask to act, in a fixed order (role ids index this tuple)
   roles: tuple[str, ...] = ()
 
-  def __init__(self, task: Any, max_turns: int):
+  def __init__(self, task: Any, max_turns: int, prompt_style: str = "compact"):
     self.task = task
     self.max_turns = max_turns
+    self.prompt_style = prompt_style  # "compact" or "chat" (envs.chat)
     self.turn = 0  # completed turns
     self.stage = 0  # index into stages() within the current turn
 

@@ -1,0 +1,138 @@
+"""The `paper` scale on CPU: a real architecture's layer shapes (Qwen2.5-0.5B's, with one layer),
+a BPE `tokenizer.json` with the ChatML template built here, and `chat` prompts, through the
+AT-GRPO job: prompt, chat template, generation, parsing, reward and one update of every task.
+Bad input (an unsupported architecture, a tokenizer without a chat template, a prompt style the
+task lacks, chat prompts for the character tokenizer) is one clear error before anything
+compiles.
+
+The default run trains Plan-Path; `pytest -m slow tests/test_paper_scale.py` every task.
+"""
+import json
+
+import numpy as np
+import pytest
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from envs.registry import get_task
+from experiments import common, rl
+from experiments.configs import at_grpo
+from marft import sharding, trainer
+from marft.compiles import CompileCounter
+from marft.models.config import get_model_config
+from marft.models.decoder import build_model
+from marft.models.hf import save_pretrained
+
+TASKS = ("plan_path", "sokoban", "sudoku", "math", "code")
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2.5's template, as far as it matters here: the markers of its turns.
+CHAT_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n" \
+                "{% endfor %}<|im_start|>assistant\n"
+
+
+def _corpus():
+  for name in TASKS:
+    task = get_task(name)
+    cfg = {**task.default_config(), **at_grpo.PAPER_TASKS[name]["env"]}
+    for seed in range(3):
+      for kind in ("single", "mas"):
+        workflow = task.make_workflow(task.generate_task(seed, "train", cfg), kind, cfg, 2, "chat")
+        for role in workflow.roles:
+          yield from (m["content"] for m in workflow.prompt(role))
+          yield f"<answer>{workflow.expert_response(role)}</answer>"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A random Qwen2.5-0.5B-shaped model with one layer and its tokenizer, as on the Hub."""
+  path = tmp_path_factory.mktemp("qwen-0.5b-1l")
+  tok = tokenizers.Tokenizer(models.BPE(unk_token=None))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(list(_corpus()), trainers.BpeTrainer(
+      vocab_size=1024, special_tokens=SPECIALS,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tok.save(str(path / "tokenizer.json"))
+  (path / "tokenizer_config.json").write_text(json.dumps(
+      {"pad_token": "<|endoftext|>", "chat_template": CHAT_TEMPLATE}))
+  config = get_model_config("qwen2.5-0.5b", num_layers=1, vocab_size=tok.get_vocab_size(),
+                            dtype="float32", param_dtype="float32")
+  save_pretrained(build_model(config, seed=0), config, str(path))
+  return path
+
+
+def _config(checkpoint, task, **changes):
+  config = at_grpo.get_config(f"{task},mas_shared,paper")
+  config.model.path = str(checkpoint)
+  config.total_steps, config.eval_every, config.log.wandb_mode = 1, 1, "disabled"
+  config.task.num_tasks, config.task.eval_tasks, config.algo.k = 2, 1, 2
+  config.task.env.max_turns = 2
+  config.rollout.max_new_tokens = 12
+  for key, value in changes.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def _one_step(checkpoint, task, tmp_path, **changes):
+  config = _config(checkpoint, task, **{"model.dtype": "float32", **changes})
+  assert config.task.prompt_style == "chat" and config.model.enable_thinking is False
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, metrics = job.batch_fn(job.state)
+  assert batch["tokens"].shape[-1] > 100  # chat prompts, not the compact strings
+  assert 0.0 <= metrics["rollout/invalid_rate"] <= 1.0
+  state = trainer.run(config, str(tmp_path / task), job)
+  assert int(state.step) == 1 and int(np.asarray(state.skipped_steps).sum()) == 0
+  records = [json.loads(line) for line in open(tmp_path / task / "metrics.jsonl")]
+  assert any("eval/greedy_success" in r for r in records) == bool(config.eval_every)
+  assert any(np.isfinite(r.get("train/loss", np.nan)) for r in records)
+
+
+def test_paper_scale_plan_path_step_on_cpu(checkpoint, tmp_path):
+  """The cheap variant: one task, one episode per step, no evaluation."""
+  _one_step(checkpoint, "plan_path", tmp_path, **{"task.num_tasks": 1, "eval_every": 0})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS[1:])
+def test_paper_scale_step_on_cpu_every_task(checkpoint, tmp_path, task):
+  _one_step(checkpoint, task, tmp_path)
+
+
+def _unsupported(checkpoint, tmp_path):
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors"):
+    (bad / name).write_bytes((checkpoint / name).read_bytes())
+  config = json.loads((checkpoint / "config.json").read_text())
+  (bad / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+  return dict(**{"model.path": str(bad)})
+
+
+def _no_template(checkpoint, tmp_path):
+  bad = tmp_path / "plain"
+  bad.mkdir()
+  for name in ("config.json", "model.safetensors"):
+    (bad / name).write_bytes((checkpoint / name).read_bytes())
+  tok = tokenizers.Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+  tok.save(str(bad / "tokenizer.json"))
+  (bad / "tokenizer_config.json").write_text(json.dumps(
+      {"chat_template": "{{ messages[0].content }}"}))
+  return {"model.path": str(bad)}
+
+
+@pytest.mark.parametrize("make_changes, message", [
+    (_unsupported, "model_type 'gpt2' is not supported"),
+    (_no_template, "renders neither ChatML"),
+    (lambda c, t: {"task.prompt_style": "markdown"}, "renders \\('compact', 'chat'\\)"),
+    (lambda c, t: {"model.path": "", "model.name": "tiny"}, "needs a tokenizer with a chat"),
+])
+def test_bad_input_is_one_clear_error_before_anything_compiles(checkpoint, tmp_path,
+                                                               make_changes, message):
+  config = _config(checkpoint, "plan_path", **make_changes(checkpoint, tmp_path))
+  with CompileCounter.delta() as compiles, pytest.raises(common.ConfigError, match=message):
+    rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  assert compiles.count == 0
