@@ -164,6 +164,31 @@ def prompt_style(config: Any, task: Any) -> str:
   return style
 
 
+@functools.partial(jax.jit, static_argnames=("eps", "normalize_std", "drop_zero_variance"))
+def _grouped(rewards: jax.Array, groups: jax.Array, *, eps: float, normalize_std: bool,
+             drop_zero_variance: bool) -> tuple[jax.Array, jax.Array]:
+  return (grpo.group_advantages(rewards, groups, eps=eps, normalize_std=normalize_std),
+          grpo.group_filter_mask(rewards, groups, drop_zero_variance=drop_zero_variance))
+
+
+def group_credit(rewards: np.ndarray, groups: np.ndarray, algo: Any
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Each row's group advantage and keep-weight (`grpo.group_advantages`,
+  `grpo.group_filter_mask`), computed over rows padded to a `shape_bucket` so that a run
+  compiles one shape per bucket; each padding row is a group of its own, which changes no real
+  group."""
+  n = len(rewards)
+  width = shape_bucket(n, _MIN_ROWS)
+  padded_rewards = np.zeros(width, np.float32)
+  padded_rewards[:n] = rewards
+  padded_groups = np.arange(width, dtype=np.int32)  # real ids are dense, so < n
+  padded_groups[:n] = groups
+  advantages, weight = _grouped(padded_rewards, padded_groups, eps=float(algo.eps),
+                                normalize_std=bool(algo.normalize_std),
+                                drop_zero_variance=bool(algo.drop_zero_variance))
+  return (np.asarray(advantages)[:n].astype(np.float32), np.asarray(weight)[:n])
+
+
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
   task = get_task(config.task.name)
@@ -179,6 +204,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
 
   try:
     roles = roles_of(config.task.workflow)
+    task.generate_task(0, "train", task_cfg)  # an evaluation-only task has no training split
   except ValueError as e:
     raise common.ConfigError(f"task {config.task.name!r} with env {task_cfg}: {e}") from e
   if set(config.policies.mapping) != set(roles):
@@ -244,15 +270,14 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     b = jax.tree.map(np.asarray, rollout.batch)
     rewards = np.asarray(grpo.mix_rewards(b.reward, b.team_reward, algo.alpha))
     groups = grpo.dense_group_ids(b.task_id, b.role_id, b.turn_id)
-    advantages = np.asarray(grpo.group_advantages(rewards, groups, eps=algo.eps,
-                                                  normalize_std=algo.normalize_std))
-    weight = np.asarray(grpo.group_filter_mask(rewards, groups,
-                                               drop_zero_variance=algo.drop_zero_variance))
+    advantages, weight = group_credit(rewards, groups, algo)
     rows = {"tokens": b.tokens, "loss_mask": b.loss_mask, "behavior_logp": b.behavior_logp,
-            "advantages": advantages.astype(np.float32), "row_weight": weight}
+            "advantages": advantages, "row_weight": weight}
     if reference_logp is not None:  # the frozen starting model, for the KL penalty
+      tokens = np.zeros((shape_bucket(len(b.tokens), _MIN_ROWS),) + b.tokens.shape[1:], np.int32)
+      tokens[:len(b.tokens)] = b.tokens  # rows padded to a bucket: one compilation per bucket
       ref = np.zeros_like(b.behavior_logp)
-      ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(b.tokens)))
+      ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(tokens)))[:len(b.tokens)]
       rows["ref_logp"] = ref
     shuffle = np.random.default_rng([config.seed, step, 1]) if minibatches > 1 else None
     batch = _policy_batches(rows, b.policy_id, num_policies, shuffle,

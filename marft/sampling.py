@@ -151,12 +151,14 @@ def generate(model: Decoder, prompts: jax.Array | np.ndarray,
   if stops.shape[1] == 0:
     stops = np.full((batch, 1), -1, np.int32)
 
-  # Round the batch and the prompt width up to buckets; padded rows are finished from the start.
+  # Round the batch and the prompt width up to buckets (the batch to a `shape_bucket` that is a
+  # multiple of 8 and of the mesh's batch shards); padded rows are finished from the start and,
+  # sampled per position, leave the real rows' draws unchanged.
   width = prompt_bucket(prompt_lengths.max())
   multiple = _BATCH_MULTIPLE
   if mesh is not None:
     multiple = int(np.lcm(multiple, sharding.batch_shards(mesh)))
-  padded_batch = -(-batch // multiple) * multiple
+  padded_batch = -(-shape_bucket(batch, multiple) // multiple) * multiple
   rows = {
       "prompts": np.full((padded_batch, width), pad_id, np.int32),
       "lengths": np.ones((padded_batch,), np.int32),
@@ -176,4 +178,5 @@ def generate(model: Decoder, prompts: jax.Array | np.ndarray,
                   rows["stops"], key, max_new_tokens=max_new_tokens,
                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                   pad_id=int(pad_id))
-  return SampleOutput(*(x[:batch] for x in out))
+  # Sliced on the host: an eager slice of a device array would compile once per batch size.
+  return SampleOutput(*(np.asarray(x)[:batch] for x in jax.device_get(out)))

@@ -4,7 +4,9 @@ It knows nothing of algorithms or environments: `batch_fn(state) -> (batch, metr
 next batch (a corpus slice, or a rollout scored by an algorithm's credit assignment) and
 `train_step(state, batch)` is the jitted update from `marft.train_step`. A run is a function of
 (config, seed): batches depend only on the state (its step and RNG), so resuming from a
-checkpoint continues exactly as if uninterrupted.
+checkpoint continues exactly as if uninterrupted. Compilations are counted per phase
+(`perf/rollout_compiles`, `perf/train_compiles`, `perf/eval_compiles`, `perf/compile_seconds`:
+totals since the process started), so a run shows whether its shapes stay inside a bounded set.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from marft.checkpoint import Checkpointer, PreemptionGuard
+from marft.compiles import CompileCounter
 from marft.logging import MetricsLogger
 from marft.train_step import TrainState
 
@@ -108,23 +111,41 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
                          project=config.log.get("project", "marft"),
                          progress_keys=progress_keys)
   log_every = max(1, int(config.log.get("every", 1)))
+  compiles = {"rollout": 0, "train": 0, "eval": 0, "seconds": 0.0}
+
+  def counted(phase: str, fn: Callable[..., Any], *args: Any) -> Any:
+    with CompileCounter.delta() as delta:
+      out = fn(*args)
+    compiles[phase] += delta.count
+    compiles["seconds"] += delta.seconds
+    return out
+
+  def compile_metrics() -> dict[str, float]:
+    return {"perf/rollout_compiles": compiles["rollout"],
+            "perf/train_compiles": compiles["train"], "perf/eval_compiles": compiles["eval"],
+            "perf/compile_seconds": compiles["seconds"]}
+
+  def evaluate() -> dict[str, Any]:
+    metrics = counted("eval", eval_fn, state)
+    return {**metrics, **compile_metrics()}
+
   try:
     if fresh and eval_fn is not None and config.eval_every:
-      logger.log(0, eval_fn(state))
+      logger.log(0, evaluate())
     with PreemptionGuard() as guard:
       while int(state.step) < total:
         started = time.perf_counter()
-        batch, batch_metrics = batch_fn(state)
-        state, step_metrics = train_step(state, batch)
+        batch, batch_metrics = counted("rollout", batch_fn, state)
+        state, step_metrics = counted("train", train_step, state, batch)
         step = int(state.step)
         if step % log_every == 0 or step == total:
           record = {**batch_metrics, **summarize_step_metrics(jax.device_get(step_metrics)),
                     "train/skipped_steps": int(np.asarray(state.skipped_steps).sum()),
-                    "perf/step_seconds": time.perf_counter() - started}
+                    "perf/step_seconds": time.perf_counter() - started, **compile_metrics()}
           logger.log(step, record)
         if eval_fn is not None and config.eval_every and (
             step % config.eval_every == 0 or step == total):
-          logger.log(step, eval_fn(state))
+          logger.log(step, evaluate())
         logger.advance()
         if step % config.checkpoint_every == 0 or step == total or guard.requested:
           checkpointer.save(step, state)

@@ -65,6 +65,7 @@ def test_sigkill_then_resume_gives_identical_metrics(uninterrupted, tmp_path):
   assert len(losses) == 40 and losses[-1] < losses[0] - 0.5
 
 
+@pytest.mark.slow  # tests/test_trainer.py checks SIGTERM's checkpoint in-process by default
 def test_sigterm_saves_and_resume_matches(uninterrupted, tmp_path):
   workdir = str(tmp_path)
   process = _launch(workdir)

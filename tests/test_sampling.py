@@ -102,6 +102,25 @@ def test_padding_width_and_batch_do_not_change_results(model):
   assert prompt_bucket(7) == 16 and prompt_bucket(17) == 32 and prompt_bucket(64) == 64
 
 
+def test_batch_buckets_bound_compilations_and_keep_each_rows_draws(model):
+  """Batches of 33..48 rows share one compiled shape (48), and a row's sampled tokens do not
+  depend on how many rows follow it (49 rows: another bucket); mutation: padding the batch to a
+  multiple of 8 only (40 and 48: two shapes), or sampling that depends on the batch size."""
+  from marft.compiles import CompileCounter
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(5, 100, (49, 7)).astype(np.int32)
+  lengths = rng.integers(1, 8, 49).astype(np.int32)
+  sample = lambda b: generate(model, prompts[:b], lengths[:b], jax.random.key(4),
+                              max_new_tokens=4, temperature=1.0).tokens
+  first = sample(33)
+  with CompileCounter.delta() as compiles:
+    outs = {b: sample(b) for b in (34, 40, 41, 48)}
+  assert compiles.count == 0, compiles
+  for tokens in outs.values():
+    np.testing.assert_array_equal(tokens[:33], first)
+  np.testing.assert_array_equal(sample(49)[:48], outs[48])
+
+
 def test_shape_bucket_is_the_smallest_power_of_two_or_one_and_a_half_times_one():
   ladder = sorted({2**e for e in range(12)} | {3 * 2**e for e in range(11)})
   for size in range(1, 1500):

@@ -167,6 +167,7 @@ def test_qmix_rollout_collects_the_last_mpe_transition():
   assert not bool(episode.dones[:-1].any()) and float(episode.rewards[-1]) < 0.0
 
 
+@pytest.mark.slow  # the MPE test checks the same adapter by default
 def test_jaxmarl_smax_horizon_and_episodes_match_jaxmarl():
   """SMAX tests its step counter before incrementing it too: with every unit standing still
   (plain SMAX, both teams ours, action 4 = stop) nobody fights and the episode lasts
