@@ -429,6 +429,16 @@ def test_orthogonal_init_has_orthonormal_weights_times_the_scale():
   assert np.abs(np.asarray(default["mixer"]["hyper_b1"][0]["w"])).max() <= 1 / np.sqrt(30)
 
 
+def test_two_step_game_annealed_exploration_vdn_gets_8_one_seed():
+  """The default-run variant of the next test: the first of its four seeds."""
+  env = envs.marl.make("two_step")
+  cfg = _two_step_cfg("vdn", epsilon_finish=0.05)
+  runner, metrics = jax.jit(qmix.make_train(cfg, env, 2000))(
+      jax.random.split(jax.random.key(0), 4)[0])
+  assert float(np.asarray(metrics["epsilon"])[-1]) == pytest.approx(0.05)
+  assert float(qmix.greedy_return(env, runner.params["agent"], jax.random.key(0), 1)) == 8.0
+
+
 @pytest.mark.slow
 def test_two_step_game_annealed_exploration_vdn_gets_8_too():
   env = envs.marl.make("two_step")
@@ -491,6 +501,27 @@ def test_two_step_table_references_are_least_squares_fits():
   best_2b = additive_fit([[0, 1], [1, 8]]).max()  # 6.5 < 7: VDN prefers 2A
   np.testing.assert_allclose(vdn_ref["1"], additive_fit([[6.93, 6.93], [0.99 * best_2b] * 2]))
   assert vdn_ref["1"][0, 0] > vdn_ref["1"][1, 0]
+
+
+def test_reproduce_two_step_table_and_reuse_cheap(tmp_path, capsys, monkeypatch):
+  """The default-run variant of the next test: 400 updates a run, one seed: the four runs are
+  trained, written as the table's rows beside their closed-form references, and reused."""
+  from experiments.tables import qmix_two_step as table
+  monkeypatch.setitem(table.SCALES, "tiny", 4)
+  kwargs = dict(scale="tiny", seeds=1, results_dir=str(tmp_path / "results"),
+                runs_dir=str(tmp_path / "runs"))
+  paths = table.reproduce(**kwargs)
+  with open(paths[0]) as f:
+    text = f.read()
+  assert "400 updates per seed" in text
+  for row in ("| QMIX | uniform |", "| QMIX | annealed |", "| VDN | uniform |",
+              "| VDN | annealed |"):
+    assert row in text
+  with open(paths[1]) as f:
+    assert len(f.read().splitlines()) > 4 * 9  # every (state, joint action) of every run
+  capsys.readouterr()
+  assert table.reproduce(**kwargs) == paths
+  assert capsys.readouterr().out.count("reuse:") == 4
 
 
 @pytest.mark.slow

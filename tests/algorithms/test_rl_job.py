@@ -329,3 +329,36 @@ def test_step_zero_is_on_policy_on_real_rollout_rows(tmp_path):
     _, metrics = rl.loss(start, jax.tree.map(lambda x: jnp.asarray(x[p]), batch), config.algo)
     assert abs(float(metrics["approx_kl"])) < 1e-6
     assert float(metrics["clip_frac"]) == 0.0
+
+
+def test_one_update_moves_each_response_toward_its_advantage(tmp_path):
+  """The default-run variant of the AT-GRPO gain (`tests/test_at_grpo_e2e.py`, slow): one
+  update of the job's train step on its own rollout rows raises the log-probability of the
+  responses given a positive advantage and lowers those given a negative one (mutation: a
+  flipped surrogate or advantage sign, advantages meeting the wrong rows). A random model's
+  answers all earn the same reward, so the advantages here are +-1 drawn per row."""
+  from marft import sharding
+  config = _job_config(tmp_path, "mas_shared", drop_zero_variance=False)
+  config.task.num_tasks, config.algo.k = 4, 4
+  config.optimizer.lr = 3e-3
+  job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, _ = job.batch_fn(job.state)
+  real = batch["loss_mask"][0].sum(-1) > 0
+  advantages = np.where(real, np.random.default_rng(0).choice([-1.0, 1.0], real.size), 0.0)
+  batch = dict(batch, advantages=advantages[None].astype(np.float32),
+               row_weight=real[None].astype(np.float32))
+  graphdef, _, _ = stack_policies(build_model(get_model_config("tiny", num_layers=1)), 1)
+  tokens = jnp.asarray(batch["tokens"][0])
+  mask = batch["loss_mask"][0][:, 1:]
+
+  def response_logp(params):
+    logp = np.asarray(next_token_logprobs(nnx.merge(graphdef, policy_params(params, 0)), tokens))
+    return (logp * mask).sum(-1) / np.maximum(mask.sum(-1), 1)
+
+  before = response_logp(job.state.params)  # the train step donates the state's buffers
+  state, _ = job.train_step(job.state, batch)
+  change = response_logp(state.params) - before
+  up, down = advantages > 0, advantages < 0
+  assert up.sum() >= 8 and down.sum() >= 8
+  assert change[up].mean() > 0 > change[down].mean()
+  assert (change[up] > 0).mean() > 0.8 and (change[down] < 0).mean() > 0.8
