@@ -53,7 +53,8 @@ from typing import Any
 from envs import chat, sandbox
 from envs.arithmetic_eval import parse_expression
 from envs.splits import split_of
-from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
+                                    workflow_class)
 
 NAME = "code"
 PROMPT_STYLES = chat.PROMPT_STYLES
@@ -527,9 +528,5 @@ class MASWorkflow(_CodeWorkflow):
 def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
                   prompt_style: str = "compact") -> Workflow:
   """The "single" (agent) or "mas" (coder + tester) workflow of `task`."""
-  cfg = {**default_config(), **cfg}
-  if kind == "single":
-    return SingleWorkflow(task, cfg, max_turns, prompt_style)
-  if kind == "mas":
-    return MASWorkflow(task, cfg, max_turns, prompt_style)
-  raise ValueError(f"kind must be 'single' or 'mas', got {kind!r}")
+  workflow = workflow_class(kind, SingleWorkflow, MASWorkflow)
+  return workflow(task, {**default_config(), **cfg}, max_turns, prompt_style)

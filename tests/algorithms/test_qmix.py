@@ -504,16 +504,25 @@ def test_two_step_table_references_are_least_squares_fits():
 
 
 def test_reproduce_two_step_table_and_reuse_cheap(tmp_path, capsys, monkeypatch):
-  """The default-run variant of the next test: 400 updates a run, one seed: the four runs are
+  """The default-run variant of the next test: 40 updates a run, one seed: the four runs are
   trained, written as the table's rows beside their closed-form references, and reused."""
   from experiments.tables import qmix_two_step as table
   monkeypatch.setitem(table.SCALES, "tiny", 4)
+  get_config = table.two_step_config.get_config
+
+  def fewer_updates():
+    config = get_config()
+    config.algo.updates_per_step = 10
+    config.log.wandb_mode = "disabled"
+    return config
+
+  monkeypatch.setattr(table.two_step_config, "get_config", fewer_updates)
   kwargs = dict(scale="tiny", seeds=1, results_dir=str(tmp_path / "results"),
                 runs_dir=str(tmp_path / "runs"))
   paths = table.reproduce(**kwargs)
   with open(paths[0]) as f:
     text = f.read()
-  assert "400 updates per seed" in text
+  assert "40 updates per seed" in text
   for row in ("| QMIX | uniform |", "| QMIX | annealed |", "| VDN | uniform |",
               "| VDN | annealed |"):
     assert row in text

@@ -47,15 +47,15 @@ def test_on_policy_loss_is_minus_token_mean_advantage_and_its_gradient_is_reinfo
            "advantages": jnp.asarray(advantages), "row_weight": jnp.ones(3)}
   cfg = ml_collections.ConfigDict(dict(clip_eps=0.2, dual_clip=3.0, aggregation="token-mean",
                                        kl_coef=0.0))
-  loss, metrics = rl.loss(model, batch, cfg)
+  loss, metrics = nnx.jit(lambda m, b: rl.loss(m, b, cfg))(model, batch)
   np.testing.assert_allclose(loss, -(advantages[:, None] * mask[:, 1:]).sum() / mask.sum(),
                              rtol=1e-5)
   assert float(metrics["clip_frac"]) == 0.0 and abs(float(metrics["approx_kl"])) < 1e-6
   # At ratio 1 the gradient equals that of -sum(A * logp * m) / sum(m) (REINFORCE).
   graphdef, state = nnx.split(model)
-  grad = jax.grad(lambda s: rl.loss(nnx.merge(graphdef, s), batch, cfg)[0])(state)
-  reinforce = jax.grad(lambda s: -(jnp.asarray(advantages)[:, None] * next_token_logprobs(
-      nnx.merge(graphdef, s), tokens) * mask[:, 1:]).sum() / mask.sum())(state)
+  grad = jax.jit(jax.grad(lambda s: rl.loss(nnx.merge(graphdef, s), batch, cfg)[0]))(state)
+  reinforce = jax.jit(jax.grad(lambda s: -(jnp.asarray(advantages)[:, None] * next_token_logprobs(
+      nnx.merge(graphdef, s), tokens) * mask[:, 1:]).sum() / mask.sum()))(state)
   for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(reinforce)):
     np.testing.assert_allclose(a, b, atol=1e-6)
 

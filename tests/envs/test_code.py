@@ -121,7 +121,7 @@ def test_expert_demonstrations_always_succeed():
   for spec in ("formula", "examples"):
     cfg = {**ALL, "spec": spec}
     for split in ("train", "test"):
-      for task in _tasks(40, split, cfg):
+      for task in _tasks(16, split, cfg):
         for kind in ("single", "mas"):
           wf = _play_expert(task, kind, cfg)
           assert wf.success and not wf.failed and wf.turn <= cfg["max_turns"], (task, kind)
