@@ -136,3 +136,23 @@ def test_bad_input_is_one_clear_error_before_anything_compiles(checkpoint, tmp_p
   with CompileCounter.delta() as compiles, pytest.raises(common.ConfigError, match=message):
     rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
   assert compiles.count == 0
+
+
+def test_humaneval_evaluation_of_a_chat_checkpoint(checkpoint, tmp_path):
+  """`launch.evaluate` on HumanEval with chat prompts (the default for a checkpoint with a
+  tokenizer.json): the problems come through the evaluation-set builder and are graded; a
+  random model solves none."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "humaneval"
+  done = subprocess.run(
+      [sys.executable, "-m", "launch.evaluate", "--task=humaneval", "--workflow=mas",
+       f"--checkpoint={checkpoint}", "--num_tasks=2", "--max_new_tokens=8", f"--out={out}"],
+      cwd=root, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads((tmp_path / "humaneval.json").read_text())
+  assert result["successes"] == [0, 0] and result["eval/success_rate"] == 0.0
+  assert result["eval/invalid_rate"] == 1.0  # no <answer> tag: every action invalid, counted
