@@ -62,11 +62,10 @@ the run took 464 s). Three things stand out:
   early, so the recomputed forward is merged back into (or scheduled alongside) the original
   one: the compiled step has as many dots with remat as without. A `jax.checkpoint` inside a
   `lax.scan` over layers does cut the temp memory on CPU (8x on a toy stack).
-- With LoRA (`lora_only=True`, frozen base), `remat=block|dots` fails to trace:
-  `nnx.remat` writes the layer's state back and the frozen Params belong to the outer jit trace,
-  not the vmapped one (`TraceContextError: Cannot mutate Param from a different trace level`);
-  those rows print the error. A functional remat (`nnx.split` the layer, `jax.checkpoint` a pure
-  function of its state) traces and gives the same loss.
+- With LoRA (`lora_only=True`, frozen base), `remat=block|dots` used to fail to trace
+  (`nnx.remat` wrote the layer's state back, and the frozen Params belong to the outer jit
+  trace); the decoder now remats a pure function of the layer's split state, which traces and
+  gives the same update.
 - `logprob_chunk` does remove the `[B, T, V]` logits (the chunked step holds `[B, chunk, V]`
   only), but at 8 x 1024 they are ~7 GiB of 73: the 24 layers' saved activations dominate, about
   2.6 GiB a layer, mostly the float32 attention scores and probabilities `[B, heads, T, T]`
@@ -136,6 +135,8 @@ CONFIGS = {
                                      ("block", 256, 0), ("dots", 256, 0), ("none", 0, 2),
                                      ("none", 256, 2), ("block", 256, 2), ("none", 256, 1),
                                      ("block", 256, 1)]),
+    # The paper scale's model (compile analysis: what one device needs for the LoRA update).
+    "qwen3-1.7b": (8, 2048, True, [("none", 256, 0), ("none", 256, 1), ("block", 256, 1)]),
 }
 
 
