@@ -33,6 +33,8 @@ setuptools.setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            # The default test run uses both CI cores (pytest.ini: -n 2, one file per worker).
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "torch==2.13.0",
             "transformers>=4.57",
