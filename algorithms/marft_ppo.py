@@ -99,3 +99,30 @@ def token_level_gae(rewards: jax.Array, values: jax.Array, lengths: jax.Array, d
   advantages = advantages.reshape(e, t, n, width)
   returns = jnp.where(valid, advantages + values, 0.0)
   return advantages, returns
+
+
+def normalize_advantages(advantages: jax.Array, mask: jax.Array, eps: float = 1e-8
+                         ) -> jax.Array:
+  """(A - mean) / (std + eps) over the entries where `mask` is 1 only (padding and entries of
+  untrained agents do not move the statistics); 0 elsewhere (MARFT's PPO, Sec. 4)."""
+  chex.assert_equal_shape([advantages, mask])
+  mask = mask.astype(jnp.float32)
+  count = jnp.maximum(mask.sum(), 1.0)
+  mean = (advantages * mask).sum() / count
+  std = jnp.sqrt((((advantages - mean) * mask) ** 2).sum() / count)
+  return jnp.where(mask > 0, (advantages - mean) / (std + eps), 0.0)
+
+
+def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array,
+                       mask: jax.Array, *, clip: float, huber_delta: float = 10.0) -> jax.Array:
+  """PPO's clipped value loss with a Huber penalty (MARFT's critic, Sec. 4; MAPPO's form):
+
+  L_V = mean_m max(H(V - R), H(V_old + clip(V - V_old, -c, c) - R)),
+
+  H the Huber loss with `huber_delta` (`rlax.huber_loss`), the mean over `mask`."""
+  chex.assert_equal_shape([values, old_values, returns, mask])
+  clipped = old_values + jnp.clip(values - old_values, -clip, clip)
+  loss = jnp.maximum(rlax.huber_loss(values - returns, huber_delta),
+                     rlax.huber_loss(clipped - returns, huber_delta))
+  mask = mask.astype(jnp.float32)
+  return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
