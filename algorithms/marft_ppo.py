@@ -126,3 +126,32 @@ def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Ar
                      rlax.huber_loss(clipped - returns, huber_delta))
   mask = mask.astype(jnp.float32)
   return (loss * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def ppo_policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
+                    entropy: jax.Array, mask: jax.Array, *, clip_eps: float = 0.2,
+                    entropy_coef: float = 0.01, target_kl: float | None = None
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """MARFT's agent policy loss (Sec. 4; PPO, Schulman et al. 2017, Eq. 7), token-mean over
+  `mask`:
+
+  L = mean_m[-min(rho A, clip(rho, 1-eps, 1+eps) A)] - c_H mean_m[H],  rho = exp(logp - old),
+
+  `advantages` per token (an action's advantage broadcast to its tokens for MARFT-A), `entropy`
+  the policy's per-token entropy. With `target_kl`, the whole term is zeroed (no policy step)
+  when the approximate KL mean_m[old - logp] exceeds it, as MARFT's trainer skips the actor
+  update. Metrics: approx_kl, clip_frac, entropy, policy_skipped.
+  """
+  chex.assert_equal_shape([logp, old_logp, advantages, entropy, mask])
+  mask = mask.astype(jnp.float32)
+  count = jnp.maximum(mask.sum(), 1.0)
+  mean = lambda x: (x * mask).sum() / count
+  ratio = jnp.exp(logp - old_logp)
+  unclipped = ratio * advantages
+  clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+  approx_kl = mean(old_logp - logp)
+  loss = mean(-jnp.minimum(unclipped, clipped)) - entropy_coef * mean(entropy)
+  skipped = (jax.lax.stop_gradient(approx_kl) > target_kl) if target_kl is not None else False
+  loss = jnp.where(skipped, 0.0, loss)
+  return loss, {"approx_kl": approx_kl, "clip_frac": mean((clipped < unclipped) * 1.0),
+                "entropy": mean(entropy), "policy_skipped": jnp.asarray(skipped, jnp.float32)}

@@ -123,3 +123,28 @@ def test_clipped_huber_value_loss_against_numpy():
   got = marft_ppo.clipped_value_loss(values, old, returns, mask, clip=0.2)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   assert np.abs(values - returns).max() > 10.0  # both Huber branches are exercised
+
+
+def test_ppo_policy_loss_against_numpy_and_the_kl_skip():
+  import jax
+  rng = np.random.default_rng(1)
+  shape = (3, 7)
+  logp, old = (rng.normal(scale=0.3, size=shape).astype(np.float32) - 1.0 for _ in range(2))
+  adv = rng.normal(size=shape).astype(np.float32)
+  entropy = rng.random(shape).astype(np.float32)
+  mask = (rng.random(shape) < 0.8).astype(np.float32)
+  ratio = np.exp(logp - old)
+  surrogate = -np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv)
+  want = (surrogate * mask).sum() / mask.sum() - 0.01 * (entropy * mask).sum() / mask.sum()
+  loss, metrics = marft_ppo.ppo_policy_loss(logp, old, adv, entropy, mask)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(metrics["approx_kl"], ((old - logp) * mask).sum() / mask.sum(),
+                             rtol=1e-5)
+  assert 0 < float(metrics["clip_frac"]) < 1
+  kl = float(metrics["approx_kl"])
+  kept, _ = marft_ppo.ppo_policy_loss(logp, old, adv, entropy, mask, target_kl=abs(kl) + 1.0)
+  np.testing.assert_allclose(kept, want, rtol=1e-5)
+  # Over the threshold: no policy step (zero loss and zero gradient).
+  grad = jax.grad(lambda lp: marft_ppo.ppo_policy_loss(lp, old, adv, entropy, mask,
+                                                       target_kl=kl - 1.0)[0])(logp)
+  assert not np.asarray(grad).any()
