@@ -155,3 +155,12 @@ def ppo_policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
   loss = jnp.where(skipped, 0.0, loss)
   return loss, {"approx_kl": approx_kl, "clip_frac": mean((clipped < unclipped) * 1.0),
                 "entropy": mean(entropy), "policy_skipped": jnp.asarray(skipped, jnp.float32)}
+
+
+def training_agents(step: int | jax.Array, num_agents: int, interval: int = 0) -> jax.Array:
+  """`float32[N]`: 1 for the agents trained at `step`. MARFT's `agent_iteration_interval`:
+  with `interval` > 0 one agent at a time, agent (step // interval) % N, round robin; 0 trains
+  all at once."""
+  if interval <= 0:
+    return jnp.ones((num_agents,), jnp.float32)
+  return (jnp.arange(num_agents) == (step // interval) % num_agents).astype(jnp.float32)

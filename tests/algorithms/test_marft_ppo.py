@@ -148,3 +148,10 @@ def test_ppo_policy_loss_against_numpy_and_the_kl_skip():
   grad = jax.grad(lambda lp: marft_ppo.ppo_policy_loss(lp, old, adv, entropy, mask,
                                                        target_kl=kl - 1.0)[0])(logp)
   assert not np.asarray(grad).any()
+
+
+def test_agent_iteration_interval_is_round_robin():
+  masks = [np.asarray(marft_ppo.training_agents(step, 3, interval=2)) for step in range(8)]
+  assert [int(m.argmax()) for m in masks] == [0, 0, 1, 1, 2, 2, 0, 0]
+  assert all(m.sum() == 1 for m in masks)
+  np.testing.assert_array_equal(marft_ppo.training_agents(5, 3), [1, 1, 1])
