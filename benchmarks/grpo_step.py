@@ -18,7 +18,7 @@ of a completion is the fraction of its characters in `UDLR`.
 
 marft's iteration: `model_sampler` (the jitted KV-cache sampler), `grpo.group_advantages`,
 rows laid out as the rollout engine lays them out (prompt + response, padded to a
-`shape_bucket`), `experiments.rl._policy_batches`, and `make_train_step` over `experiments.rl.loss`.
+`shape_bucket`), `experiments.rl.policy_batches`, and `make_train_step` over `experiments.rl.loss`.
 TRL's: one `GRPOTrainer` training step with `per_device_train_batch_size = N * K` and
 `num_generations = K` (generation with transformers `generate`, no vLLM).
 Tunix's: one global step of `tunix.rl.grpo.grpo_learner.GRPOLearner.train` on an `RLCluster`
@@ -275,7 +275,7 @@ def _marft_runner(model: nnx.Module, tokenizer: CharTokenizer, prompts: list[lis
       rows["tokens"][i, p:p + n] = sample.tokens
       rows["loss_mask"][i, p:p + n] = 1.0
       rows["behavior_logp"][i, p:p + n] = sample.logprobs
-    batch = rl._policy_batches(rows, np.zeros((len(samples),), np.int32), 1)
+    batch = rl.policy_batches(rows, np.zeros((len(samples),), np.int32), 1)
     rollout_done = time.perf_counter()
     state, metrics = train_step(state, batch)
     jax.block_until_ready((state, metrics))

@@ -34,6 +34,30 @@ compared with a tolerance of 1e-6 relative. Rewards (the spec's numbers):
 - team: 1 if the reasoner (agent) is correct this turn, else 0. No failure penalty.
 
 Expert: the tool writes the task's expression, the reasoner (agent) the answer.
+
+Sequential workflows (MARFT, Liao et al. 2025): one agent per stage, each seeing the earlier
+agents' outputs of the same step; a step is one turn of `reasoner`, `actor` (and `verifier`).
+- dual: `reasoner` sees `P <question><history>` and writes an arithmetic expression planning
+  the computation (not computed, not shown with a value); `actor` sees
+  `A <question><history> P<expression>` and answers a number.
+- trio: as dual, then `verifier` sees `V <question><history> P<expression> A<answer>` and
+  writes `y` if it judges the actor's answer correct, else `n` (chat: `<answer>yes</answer>`
+  or `<answer>no</answer>`, any case).
+`<history>` lists the finished steps, each as ` P<expression> A<answer>` (dual) or
+` P<expression> A<answer> V<y|n>` (trio) then the judge's ` x` (incorrect; a correct step ends
+the episode), e.g. ` P3*4 A12 Vn x`; `?` for an answer or verdict that did not parse. Rewards
+(after MARFT's MATH env: the step's score is the fraction of answer-producing agents that are
+correct, here the actor alone):
+- reasoner local: 1 if its expression evaluates (`envs.arithmetic_eval`) to the answer, else
+  0; one that does not evaluate is invalid (no penalty);
+- actor local: 1 correct, 0 wrong (unparseable: 0, invalid);
+- verifier local: 1 if its verdict is the truth about the actor's answer, 0 if not, invalid
+  (0) if it is neither yes nor no;
+- team: the step's score (1 if the actor is correct, else 0) on the last stage of the step,
+  0 on the other stages. The episode ends after the step in which the actor is correct
+  (success) or at the turn limit; it never fails early.
+Expert: the reasoner writes the task's expression, the actor the answer, the verifier the
+truth about the actor's answer of the step.
 """
 from __future__ import annotations
 
@@ -76,6 +100,32 @@ _RULES = {
 _FORMATS = {"agent": "the number, e.g. <answer>12</answer>",
             "tool": "the expression, e.g. <answer>3*4-2</answer>",
             "reasoner": "the number, e.g. <answer>12</answer>"}
+# The sequential (MARFT) workflows: their roles, one per stage, and their chat texts.
+SEQUENTIAL_ROLES = {"dual": ("reasoner", "actor"), "trio": ("reasoner", "actor", "verifier")}
+KINDS = ("single", "mas", *SEQUENTIAL_ROLES)
+_MARKERS = {"reasoner": "P", "actor": "A", "verifier": "V"}
+_VERDICTS = {"compact": {"y": True, "n": False}, "chat": {"yes": True, "no": False}}
+_TEAMS = {"dual": "a two-agent team (a Reasoner, then an Actor)",
+          "trio": "a three-agent team (a Reasoner, then an Actor, then a Verifier)"}
+_SEQUENTIAL_ROLE_TEXT = {
+    "reasoner": ("You are the Reasoner of {team} solving a math word problem. Analyse the "
+                 "problem and tell the Actor which arithmetic to perform, as one arithmetic "
+                 "expression, without computing it."),
+    "actor": ("You are the Actor of {team} solving a math word problem. Follow the Reasoner's "
+              "guidance: compute the arithmetic it proposes and give the final number."),
+    "verifier": ("You are the Verifier of {team} solving a math word problem. Check the "
+                 "Actor's result and say whether it answers the question correctly."),
+}
+_SEQUENTIAL_RULES = {
+    "reasoner": ("The expression may use numbers, + - * / % and parentheses, nothing else; do "
+                 "not compute its value, the Actor does. The episode ends when the Actor's "
+                 "answer is correct."),
+    "actor": "Answer the question with a number. The episode ends when your answer is correct.",
+    "verifier": "Answer yes if the Actor's answer of this turn is correct, no otherwise.",
+}
+_SEQUENTIAL_FORMATS = {"reasoner": "the expression, e.g. <answer>3*4-2</answer>",
+                       "actor": "the number, e.g. <answer>12</answer>",
+                       "verifier": "yes or no, e.g. <answer>yes</answer>"}
 
 
 def default_config() -> dict:
@@ -261,6 +311,128 @@ def _shown_expression(expression: str) -> str:
   return "?"
 
 
+class SequentialMathWorkflow(Workflow):
+  """One episode of a MARFT sequential workflow, `dual` or `trio` (see the module docstring):
+  one role per stage, each seeing this step's earlier outputs."""
+
+  def __init__(self, task: dict, kind: str, max_turns: int, prompt_style: str = "compact"):
+    if kind not in SEQUENTIAL_ROLES:
+      raise ValueError(f"unknown sequential workflow kind {kind!r}; choose from "
+                       f"{tuple(SEQUENTIAL_ROLES)}")
+    super().__init__(task, max_turns, chat.check_prompt_style(prompt_style))
+    self.kind = kind
+    self.roles = SEQUENTIAL_ROLES[kind]
+    # finished steps, as shown: (expression, answer, verdict, whether the answer was correct)
+    self.history: list[tuple[str, str, bool | None, bool]] = []
+    self.expression = "?"  # this step's reasoner expression, as shown
+    self.answer: Number | None = None  # this step's actor answer
+    self.correct = False  # whether that answer is the task's
+    self.verdict: bool | None = None  # this step's verifier verdict (None: neither yes nor no)
+    self.solved = False  # whether a finished step's answer was correct
+
+  def stages(self) -> tuple[tuple[str, ...], ...]:
+    return tuple((role,) for role in self.roles)
+
+  @property
+  def success(self) -> bool:
+    return self.solved
+
+  def _shown_answer(self) -> str:
+    return "?" if self.answer is None else format_number(self.answer)
+
+  def prompt(self, role: str) -> list[Message]:
+    if self.prompt_style == "chat":
+      return self._chat_prompt(role)
+    history = "".join(self._compact_step(*step) for step in self.history)
+    current = self._compact_step(self.expression, self._shown_answer(), None, None,
+                                 self.roles.index(role))
+    return [{"role": "user",
+             "content": f"{_MARKERS[role]} {self.task['question']}{history}{current}"}]
+
+  def _compact_step(self, expression: str, answer: str, verdict: bool | None,
+                    correct: bool | None, upto: int | None = None) -> str:
+    """` P<expression> A<answer>[ V<y|n>] x`: a finished step (`upto=None`, judged), or the
+    outputs of this step's first `upto` roles."""
+    items = [f" P{expression}", f" A{answer}"]
+    if self.kind == "trio":
+      items.append(" V" + {True: "y", False: "n", None: "?"}[verdict])
+    if upto is not None:
+      return "".join(items[:upto])
+    return "".join(items) + (" c" if correct else " x")
+
+  def _chat_prompt(self, role: str) -> list[Message]:
+    rules = f"{_SEQUENTIAL_RULES[role]} The episode lasts at most {self.max_turns} turns."
+    system = chat.system_prompt(_SEQUENTIAL_ROLE_TEXT[role].format(team=_TEAMS[self.kind]),
+                                rules, _SEQUENTIAL_FORMATS[role])
+    lines = [chat.turn_words(self.turn, self.max_turns), f"Question: {self.task['question']}"]
+    for turn, (expression, answer, verdict, correct) in enumerate(self.history):
+      judged = "correct" if correct else "incorrect"
+      lines.append(f"Turn {turn + 1}: {self._chat_step(expression, answer, verdict)}. The "
+                   f"judge found the answer {judged}.")
+    upto = self.roles.index(role)
+    if upto:
+      current = self._chat_step(self.expression, self._shown_answer(), None, upto)
+      lines.append(f"This turn: {current}.")
+    return chat.chat_messages(system, "\n\n".join(lines))
+
+  def _chat_step(self, expression: str, answer: str, verdict: bool | None,
+                 upto: int | None = None) -> str:
+    """A step's outputs in words (the first `upto` roles' where given)."""
+    items = ["the Reasoner gave no usable expression" if expression == "?" else
+             f"the Reasoner proposed {expression}",
+             "the Actor gave no valid answer" if answer == "?" else f"the Actor answered {answer}"]
+    if self.kind == "trio":
+      items.append({True: "the Verifier said yes", False: "the Verifier said no",
+                    None: "the Verifier gave no valid verdict"}[verdict])
+    return "; ".join(items[:upto])
+
+  def act(self, responses: dict[str, str]) -> StageResult:
+    (role,) = self.acting_roles()
+    text = chat.answer_of(responses.get(role, ""), self.prompt_style)
+    if role == "reasoner":
+      expression = (text or "").strip()
+      if self.prompt_style == "chat":
+        expression = expression.split("=", 1)[0].strip()
+      value = evaluate(expression)
+      self.expression = _shown_expression(expression)
+      outcome = (RoleOutcome(0.0, True) if isinstance(value, EvalError) else
+                 RoleOutcome(float(same_number(value, self.task["answer"]))))
+    elif role == "actor":
+      if self.prompt_style == "chat":
+        self.answer = chat_value(text)
+        self.correct = chat_correct(text, self.task["answer"])
+      else:
+        self.answer = parse_number(text)
+        self.correct = self.answer is not None and same_number(self.answer, self.task["answer"])
+      outcome = RoleOutcome(float(self.correct), self.answer is None)
+    else:
+      verdict = (text or "").strip()
+      self.verdict = _VERDICTS[self.prompt_style].get(
+          verdict.lower() if self.prompt_style == "chat" else verdict)
+      outcome = RoleOutcome(float(self.verdict == self.correct), self.verdict is None)
+    team_reward = 0.0
+    if self.stage == len(self.stages()) - 1:  # the step is over: judge it
+      team_reward = float(self.correct)
+      self.history.append((self.expression, self._shown_answer(), self.verdict, self.correct))
+      self.solved = self.correct
+      self.expression, self.answer, self.correct, self.verdict = "?", None, False, None
+    self.advance()
+    return StageResult({role: outcome}, team_reward=team_reward)
+
+  def expert_response(self, role: str) -> str:
+    if role == "reasoner":
+      return self.task["expression"]
+    if role == "actor":
+      return format_number(self.task["answer"])
+    return ("yes" if self.correct else "no") if self.prompt_style == "chat" else (
+        "y" if self.correct else "n")
+
+
 def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
-                  prompt_style: str = "compact") -> MathWorkflow:
+                  prompt_style: str = "compact") -> Workflow:
+  """A `MathWorkflow` (single, mas) or a `SequentialMathWorkflow` (dual, trio)."""
+  if kind in SEQUENTIAL_ROLES:
+    return SequentialMathWorkflow(task, kind, max_turns, prompt_style)
+  if kind not in KINDS:
+    raise ValueError(f"unknown workflow kind {kind!r}; choose from {KINDS}")
   return MathWorkflow(task, kind, max_turns, prompt_style)

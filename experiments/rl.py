@@ -10,7 +10,7 @@ import functools
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +79,13 @@ def base_model_path(config: Any) -> str:
   shape `model.name` (one of `pretrain.BASE_MODELS`)."""
   if config.model.get("path"):
     return config.model.path
-  return pretrain.base_checkpoint(pretrain.config_for(config.task.name, config.model.name))
+  return pretrain.base_checkpoint(base_recipe(config))
+
+
+def base_recipe(config: Any) -> Any:
+  """The pretraining config of the run's base model: `model.base` names its recipe
+  (`experiments/configs/pretrain_<base>.py`; default the task's), `model.name` its shape."""
+  return pretrain.config_for(config.model.get("base") or config.task.name, config.model.name)
 
 
 def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
@@ -99,7 +105,7 @@ def base_model(config: Any) -> tuple[nnx.Module, Any, Tokenizer]:
                                model_config.vocab_size,
                                enable_thinking=config.model.get("enable_thinking", True))
     return model, model_config, tokenizer
-  pretrain_config = pretrain.config_for(config.task.name, config.model.name)
+  pretrain_config = base_recipe(config)
   hf_dir = pretrain.base_checkpoint(pretrain_config)
   if not os.path.exists(os.path.join(hf_dir, "config.json")):
     directory = pretrain.base_model_dir(pretrain_config)
@@ -132,9 +138,9 @@ def evaluation_views(config: Any, roles_of: Callable[[str], tuple[str, ...]]
   return views
 
 
-def _policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int,
-                    shuffle: np.random.Generator | None = None, multiple: int = 1
-                    ) -> dict[str, np.ndarray]:
+def policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_policies: int,
+                   shuffle: np.random.Generator | None = None, multiple: int = 1
+                   ) -> dict[str, np.ndarray]:
   """Splits rows by policy into `[P, B, ...]`, padding each policy to a common B (a
   `shape_bucket`, rounded up to a multiple of `multiple`) with zero-weight rows (so shapes, and
   compilations, repeat). With `shuffle`,
@@ -189,8 +195,65 @@ def group_credit(rewards: np.ndarray, groups: np.ndarray, algo: Any
   return (np.asarray(advantages)[:n].astype(np.float32), np.asarray(weight)[:n])
 
 
-def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
-  """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
+def evaluate(config: Any, views: dict[str, tuple[str, dict[str, int]]], instances: list,
+             make_workflow: Callable[[dict, str, int], Any], max_turns: int, tokenizer: Any,
+             models: list[nnx.Module]) -> dict[str, float]:
+  """Greedy and sampled (temperature 1) success and mean episodic return of `models` on the
+  fixed test `instances`, in every evaluation view (`evaluation_views`): `eval/<view><mode>_
+  success` and `_return`; `eval/success_rate` is the trained view's greedy success."""
+  metrics = {}
+  for prefix, (view_kind, view_mapping) in views.items():
+    for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
+      eval_config = RolloutConfig(k=1, tree=False, max_new_tokens=config.rollout.max_new_tokens,
+                                  temperature=temperature)
+      samplers = [model_sampler(m, tokenizer, eval_config) for m in models]
+      workflows = [make_workflow(t, view_kind, max_turns) for t in instances]
+      rollout = collect(workflows, samplers, tokenizer, jax.random.key(config.seed),
+                        mapping=view_mapping, config=eval_config)
+      metrics[f"eval/{prefix}{name}_success"] = rollout.metrics["rollout/success_rate"]
+      metrics[f"eval/{prefix}{name}_return"] = episodic_return(rollout.batch)
+  metrics["eval/success_rate"] = metrics["eval/greedy_success"]
+  return metrics
+
+
+def episodic_return(batch: Any) -> float:
+  """The mean over a rollout's episodes of their team return."""
+  episodes, first = np.unique(np.asarray(batch.episode_id), return_index=True)
+  del episodes
+  return float(np.asarray(batch.episode_return)[first].mean())
+
+
+def export_policies(config: Any, model_config: Any, models: list[nnx.Module], workdir: str
+                    ) -> None:
+  """Each trained policy as a Hugging Face checkpoint (LoRA merged) in `workdir/hf_policy<p>`,
+  with the starting checkpoint's tokenizer files."""
+  tokenizer_dir = config.model.get("tokenizer") or config.model.get("path")
+  for p, policy in enumerate(models):
+    path = os.path.join(workdir, f"hf_policy{p}")
+    save_pretrained(policy, model_config, path)
+    for name in _TOKENIZER_FILES:
+      if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, name)):
+        shutil.copy(os.path.join(tokenizer_dir, name), path)
+
+
+class Setup(NamedTuple):
+  """What every RL job over a text task starts from (`setup`)."""
+
+  task: Any  # the task module (envs.registry)
+  task_cfg: dict
+  make_workflow: Callable[[dict, str, int], Any]  # (instance, kind, max_turns) -> Workflow
+  roles_of: Callable[[str], tuple[str, ...]]  # workflow kind -> its roles
+  roles: tuple[str, ...]  # the trained workflow's roles
+  model: nnx.Module
+  model_config: Any
+  tokenizer: Tokenizer
+
+
+def setup(config: Any) -> Setup:
+  """The task, its workflows and the base model of an RL config, checked (a ConfigError names
+  the bad key) before anything is loaded or compiled: the workflow kind and `policies.mapping`
+  against the task's roles, `task.prompt_style` against the task and the tokenizer, the
+  checkpoint's architecture and chat template."""
   task = get_task(config.task.name)
   task_cfg = {**task.default_config(), **dict(config.task.get("env", {}))}
   style = prompt_style(config, task)
@@ -210,8 +273,6 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   if set(config.policies.mapping) != set(roles):
     raise common.ConfigError(f"policies.mapping={dict(config.policies.mapping)} must name exactly "
                              f"the roles {roles} of the {config.task.workflow!r} workflow")
-  if config.algo.k < 2:
-    raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
   chat_error = common.ConfigError(
       "task.prompt_style='chat' needs a tokenizer with a chat template (a checkpoint's "
       "tokenizer.json, model.path); the character tokenizer of the tiny and small models reads "
@@ -224,6 +285,14 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     raise common.ConfigError(str(e)) from e
   if style == "chat" and not tokenizer.has_chat_template:
     raise chat_error
+  return Setup(task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer)
+
+
+def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
+  """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
+  if config.algo.k < 2:
+    raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
+  task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer = setup(config)
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
   lora = bool(config.policies.get("lora_rank", 0))
@@ -280,7 +349,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       ref[:, 1:] = np.asarray(reference_logp(model, jnp.asarray(tokens)))[:len(b.tokens)]
       rows["ref_logp"] = ref
     shuffle = np.random.default_rng([config.seed, step, 1]) if minibatches > 1 else None
-    batch = _policy_batches(rows, b.policy_id, num_policies, shuffle,
+    batch = policy_batches(rows, b.policy_id, num_policies, shuffle,
                             multiple=minibatches * max(micro_batch_rows, 1))
     metrics = {k: v for k, v in rollout.metrics.items()
                if k.startswith(("rollout/", "train/reward"))}
@@ -294,31 +363,11 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   views = evaluation_views(config, roles_of)
 
   def eval_fn(state):
-    models = models_of(state)
-    metrics = {}
-    for prefix, (view_kind, view_mapping) in views.items():
-      for name, temperature in (("greedy", 0.0), ("sampled", 1.0)):
-        eval_config = RolloutConfig(k=1, tree=False,
-                                    max_new_tokens=config.rollout.max_new_tokens,
-                                    temperature=temperature)
-        samplers = [model_sampler(m, tokenizer, eval_config) for m in models]
-        workflows = [make_workflow(t, view_kind, task_cfg["max_turns"]) for t in test_instances]
-        rollout = collect(workflows, samplers, tokenizer, jax.random.key(config.seed),
-                          mapping=view_mapping, config=eval_config)
-        metrics[f"eval/{prefix}{name}_success"] = rollout.metrics["rollout/success_rate"]
-    metrics["eval/success_rate"] = metrics["eval/greedy_success"]
-    return metrics
+    return evaluate(config, views, test_instances, make_workflow, task_cfg["max_turns"],
+                    tokenizer, models_of(state))
 
   def export(state, workdir):
-    """Each trained policy as a Hugging Face checkpoint (LoRA merged) in `workdir/hf_policy<p>`,
-    with the starting checkpoint's tokenizer files."""
-    tokenizer_dir = config.model.get("tokenizer") or config.model.get("path")
-    for p, policy in enumerate(models_of(state)):
-      path = os.path.join(workdir, f"hf_policy{p}")
-      save_pretrained(policy, model_config, path)
-      for name in _TOKENIZER_FILES:
-        if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, name)):
-          shutil.copy(os.path.join(tokenizer_dir, name), path)
+    export_policies(config, model_config, models_of(state), workdir)
 
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      export=export,

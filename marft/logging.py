@@ -39,6 +39,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "model.remat": "none",
     "model.logprob_chunk": 0,
     "model.enable_thinking": True,
+    "model.base": "",
     "task.prompt_style": "compact",
 }
 

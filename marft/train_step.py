@@ -112,7 +112,8 @@ def train_state_shardings(state: TrainState, optimizer: optax.GradientTransforma
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     graphdef: nnx.GraphDef, *, mesh: Mesh | None = None, state: TrainState | None = None,
                     frozen: nnx.State | None = None, minibatches: int = 1,
-                    micro_batch_rows: int = 0, denominators: Callable[[Any], Any] | None = None
+                    micro_batch_rows: int = 0, denominators: Callable[[Any], Any] | None = None,
+                    skip_update: Callable[[dict[str, jax.Array]], jax.Array] | None = None
                     ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns `step(state, batch) -> (state, metrics)`, jitted (and sharded on `mesh`).
 
@@ -134,6 +135,11 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   the normalisers of all the update's rows (its token count, row count, ...), and must be a sum
   over rows given `d` (its value and every metric): the sums over micro-batches then equal the
   one-batch loss, metrics and gradient, up to float rounding.
+
+  `skip_update(metrics) -> bool[]`, given an update's (accumulated) loss metrics, makes that
+  update a no-op when true: parameters and optimizer state (moments, step count) are kept, as a
+  trainer that returns before `optimizer.step()` (e.g. PPO's approximate-KL early stop); the
+  metric `update_skipped` records it. Unlike a non-finite update it is not a `skipped_steps`.
   """
 
   if minibatches < 1:
@@ -187,11 +193,16 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     chex.assert_rank(loss, 0)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    apply = finite
+    if skip_update is not None:
+      skipped = jnp.asarray(skip_update(metrics), bool)
+      apply = finite & ~skipped
+      metrics = {**metrics, "update_skipped": skipped}
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
-    keep_if_finite = lambda new, old: jnp.where(finite, new, old)
-    params = jax.tree.map(keep_if_finite, new_params, params)
-    opt_state = jax.tree.map(keep_if_finite, new_opt_state, opt_state)
+    keep_unless_skipped = lambda new, old: jnp.where(apply, new, old)
+    params = jax.tree.map(keep_unless_skipped, new_params, params)
+    opt_state = jax.tree.map(keep_unless_skipped, new_opt_state, opt_state)
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm, "finite": finite}
     return params, opt_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 

@@ -221,5 +221,30 @@ def test_micro_batch_rows_are_validated():
     common.micro_batch_rows(ConfigDict({"algo": {"micro_batch_rows": 24}}), 64)
   assert common.micro_batch_rows(ConfigDict({"algo": {}})) == 0
   # RL rows are padded (with zero-weight rows) to a multiple of minibatches * micro_batch_rows.
-  padded = rl._policy_batches({"x": np.ones(5, np.float32)}, np.zeros(5, int), 1, multiple=40)
+  padded = rl.policy_batches({"x": np.ones(5, np.float32)}, np.zeros(5, int), 1, multiple=40)
   assert padded["x"].shape == (1, 40) and padded["x"].sum() == 5
+
+
+def test_skip_update_keeps_parameters_and_optimizer_state():
+  """PPO's approximate-KL stop returns before the optimizer step: Adam's moments and count do
+  not move either (a zero gradient would still move the parameters through the momentum)."""
+  graphdef, params, _ = stack_policies(build_model(CONFIG), 2)
+  optimizer = optax.adam(0.1)
+  batch = _batch(2)
+  state = init_train_state(params, optimizer, seed=0)
+  state, _ = make_train_step(sft.loss, optimizer, graphdef)(state, batch)  # momentum != 0
+  before = jax.tree.map(np.asarray, (state.params, state.opt_state))
+  skip_policy_1 = lambda metrics: metrics["loss"] > -1.0  # every loss is positive: skip all
+  step = make_train_step(lambda m, b: (sft.loss(m, b)[0], {"loss": sft.loss(m, b)[0]}),
+                         optimizer, graphdef, skip_update=skip_policy_1)
+  state, metrics = step(state, batch)
+  np.testing.assert_array_equal(metrics["update_skipped"], [1.0, 1.0])
+  for got, want in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(state.skipped_steps, [0, 0])  # not a non-finite skip
+  keep = make_train_step(sft.loss, optimizer, graphdef, skip_update=lambda m: m["tokens"] < 0)
+  state, metrics = keep(state, batch)
+  np.testing.assert_array_equal(metrics["update_skipped"], [0.0, 0.0])
+  moved = [not np.array_equal(g, w) for g, w in zip(jax.tree.leaves(state.params),
+                                                    jax.tree.leaves(before[0]))]
+  assert all(moved)

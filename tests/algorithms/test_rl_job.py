@@ -17,16 +17,16 @@ from marft.policies import policy_params, stack_policies
 
 def test_policy_batches_route_rows_and_pad_with_zero_weight():
   rows = {"x": np.arange(5, dtype=np.float32), "row_weight": np.ones(5, np.float32)}
-  out = rl._policy_batches(rows, np.array([1, 0, 1, 1, 0]), num_policies=2)
+  out = rl.policy_batches(rows, np.array([1, 0, 1, 1, 0]), num_policies=2)
   assert out["x"].shape == (2, 16)
   np.testing.assert_array_equal(out["x"][0, :2], [1, 4])
   np.testing.assert_array_equal(out["x"][1, :3], [0, 2, 3])
   np.testing.assert_array_equal(out["row_weight"].sum(-1), [2, 3])  # padding carries no weight
-  big = rl._policy_batches({"x": np.zeros(70)}, np.zeros(70, int), 1)
+  big = rl.policy_batches({"x": np.zeros(70)}, np.zeros(70, int), 1)
   assert big["x"].shape == (1, 96)
   # Shuffled: each policy's rows (padding included) in a random order, none lost or mixed.
   rows = {"x": np.arange(1, 6, dtype=np.float32), "row_weight": np.ones(5, np.float32)}
-  mixed = rl._policy_batches(rows, np.array([1, 0, 1, 1, 0]), 2, np.random.default_rng(0))
+  mixed = rl.policy_batches(rows, np.array([1, 0, 1, 1, 0]), 2, np.random.default_rng(0))
   assert sorted(mixed["x"][0][mixed["x"][0] > 0]) == [2, 5]
   assert sorted(mixed["x"][1][mixed["x"][1] > 0]) == [1, 3, 4]
   assert (mixed["row_weight"] == (mixed["x"] > 0)).all()  # each row keeps its own weight
