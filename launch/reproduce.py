@@ -1,6 +1,7 @@
 """Reproduce a paper table: run (or reuse) every cell, several seeds, and write the results.
 
   python -m launch.reproduce --table=at_grpo [--scale=tiny|small|paper] [--seeds=3] [--workers=2]
+  python -m launch.reproduce --table=marft --seeds=3 [--workers=2]
   python -m launch.reproduce --table=qmix_two_step
   python -m launch.reproduce --table=qmix_jaxmarl --seeds=4 [--jaxmarl_root=PATH]
 
@@ -16,7 +17,7 @@ import inspect
 
 from absl import app, flags
 
-TABLES = ("at_grpo", "qmix_two_step", "qmix_jaxmarl")
+TABLES = ("at_grpo", "marft", "qmix_two_step", "qmix_jaxmarl")
 
 _TABLE = flags.DEFINE_enum("table", None, TABLES, "Which table.", required=True)
 _SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "small", "paper"],

@@ -5,13 +5,14 @@ Slow: the default job takes about 5 minutes on 2 cores with its base model cache
 the small one about 20 (25 without): `pytest -m slow tests/test_at_grpo_e2e.py`.
 """
 import json
-import math
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from experiments.tables.at_grpo import sign_test_p_value
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -53,13 +54,6 @@ def _train_and_pair(workdir, *config_args, base_model="tiny"):
   assert base.mean() == evals[0]["eval/greedy_success"]
   assert trained.mean() == evals[-1]["eval/greedy_success"]
   return int((trained & ~base).sum()), int((base & ~trained).sum())
-
-
-def sign_test_p_value(gained: int, lost: int) -> float:
-  """One-sided exact sign test on the discordant pairs: P(X >= gained), X ~ Bin(gained + lost,
-  1/2) — the chance of at least this many net flips to success if training changed nothing."""
-  n = gained + lost
-  return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n
 
 
 def test_sign_test_matches_hand_computed_values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -135,6 +136,13 @@ def verdict(better: float, worse: float, test_size: int) -> str:
   if better > worse:
     return f"holds only within noise (2 SE = {200 * se:.1f} points)"
   return "does NOT hold"
+
+
+def sign_test_p_value(gained: int, lost: int) -> float:
+  """One-sided exact sign test on the discordant pairs: P(X >= gained), X ~ Bin(gained + lost,
+  1/2), the chance of at least this many net flips to success if training changed nothing."""
+  n = gained + lost
+  return sum(math.comb(n, i) for i in range(gained, n + 1)) / 2**n if n else 1.0
 
 
 def _observations(cells, tasks, test_sizes: dict[str, int]) -> list[str]:
