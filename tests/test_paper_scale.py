@@ -68,12 +68,7 @@ def _config(checkpoint, task, **changes):
   config.task.num_tasks, config.task.eval_tasks, config.algo.k = 2, 1, 2
   config.task.env.max_turns = 2
   config.rollout.max_new_tokens = 12
-  for key, value in changes.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(changes)
   return config
 
 

@@ -120,7 +120,8 @@ def cell_values(cells: dict[tuple[str, str, int], str], task: str, regime: str, 
   return values
 
 
-def _fmt(values: Sequence[float]) -> str:
+def format_percent(values: Sequence[float]) -> str:
+  """Rates as `mean ± std` percent over seeds (one value: the mean alone; none: a dash)."""
   if not values:
     return "—"
   mean = 100 * np.mean(values)
@@ -182,7 +183,7 @@ def write_table(cells, scale: str, seeds: int, results_dir: str,
         values = cell_values(cells, task, regime, which, f"eval/{prefix}{metric}")
         # The reference evaluates at temperature 0: the paper's numbers are greedy.
         paper = PAPER.get(task, (None,) * len(ROWS))[i] if metric == "greedy_success" else None
-        cells_text.append(_fmt(values) + (f" (paper {paper})" if paper is not None else ""))
+        cells_text.append(format_percent(values) + (f" (paper {paper})" if paper is not None else ""))
         rows_csv.append([task, label, metric, 100 * np.mean(values), 100 * np.std(values),
                          len(values), "" if paper is None else paper])
       md.append(f"| {label} | " + " | ".join(cells_text) + " |")
@@ -192,7 +193,7 @@ def write_table(cells, scale: str, seeds: int, results_dir: str,
     for (label, regime, which, prefix), paper in zip(ABLATION_ROWS, PAPER_ABLATION):
       greedy = cell_values(cells, "plan_path", regime, which, f"eval/{prefix}greedy_success")
       sampled = cell_values(cells, "plan_path", regime, which, f"eval/{prefix}sampled_success")
-      md.append(f"| {label} | {_fmt(greedy)} | {_fmt(sampled)} | {paper} |")
+      md.append(f"| {label} | {format_percent(greedy)} | {format_percent(sampled)} | {paper} |")
       for metric, values in (("greedy_success", greedy), ("sampled_success", sampled)):
         rows_csv.append(["plan_path", f"ablation: {label}", metric, 100 * np.mean(values),
                          100 * np.std(values), len(values), paper])

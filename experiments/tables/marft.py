@@ -27,7 +27,8 @@ from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import credit_toy, pretrain, rl
 from experiments.configs import marft_ppo as marft_configs
-from experiments.tables.at_grpo import finished, read_evals, sign_test_p_value, verdict
+from experiments.tables.at_grpo import (finished, format_percent, read_evals, sign_test_p_value,
+                                        verdict)
 from marft.logging import config_hash
 from marft.models.hf import load_pretrained
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
@@ -131,13 +132,6 @@ def _values(runs, cell, which: str, metric: str) -> list[float]:
   return out
 
 
-def _fmt(values: Sequence[float]) -> str:
-  if not values:
-    return "—"
-  mean = 100 * np.mean(values)
-  return f"{mean:.1f} ± {100 * np.std(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-
 def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: str,
                 toy_seeds: int = 5) -> list[str]:
   """Writes `marft.md`, `.csv` and `.png` (`marft_<scale>.*` off the tiny scale)."""
@@ -166,8 +160,8 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
     last_s = _values(runs, cell, "last", "eval/sampled_success")
     ret = _values(runs, cell, "last", "eval/greedy_return")
     pair = paired(run_config(cell, scale, 0), runs[(cell, 0)])
-    md.append(f"| {LABELS[cell]} | {_fmt(base_g)} | {_fmt(last_g)} | {_fmt(base_s)} | "
-              f"{_fmt(last_s)} | {_fmt(ret)} | {pair['gained']} / {pair['lost']}, "
+    md.append(f"| {LABELS[cell]} | {format_percent(base_g)} | {format_percent(last_g)} | {format_percent(base_s)} | "
+              f"{format_percent(last_s)} | {format_percent(ret)} | {pair['gained']} / {pair['lost']}, "
               f"p = {pair['p']:.2g} | {verdict(np.mean(last_g), np.mean(base_g), test_size)} |")
     for name, values in (("base_greedy", base_g), ("trained_greedy", last_g),
                          ("base_sampled", base_s), ("trained_sampled", last_s),

@@ -105,12 +105,7 @@ def _config(tmp_path, cell, **overrides):
   config.task.num_tasks, config.task.eval_tasks, config.algo.k = 2, 2, 2
   config.task.env.max_turns = 2
   config.rollout.max_new_tokens = 4
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
