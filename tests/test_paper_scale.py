@@ -151,3 +151,21 @@ def test_humaneval_evaluation_of_a_chat_checkpoint(checkpoint, tmp_path):
   result = json.loads((tmp_path / "humaneval.json").read_text())
   assert result["successes"] == [0, 0] and result["eval/success_rate"] == 0.0
   assert result["eval/invalid_rate"] == 1.0  # no <answer> tag: every action invalid, counted
+
+
+def test_marft_ppo_paper_cell_steps_with_chat_prompts(checkpoint):
+  """MARFT's dual profile at the paper scale: chat prompts for the reasoner and the actor, the
+  QMIX-mixed critic (MARFT's 1024-512 head) on the frozen trunk, one PPO iteration."""
+  from experiments import ppo
+  from experiments.configs import marft_ppo
+  config = marft_ppo.get_config("dual,action,qmix,paper")
+  config.update_from_flattened_dict({
+      "model.path": str(checkpoint), "model.dtype": "float32", "task.num_tasks": 1,
+      "algo.k": 2, "rollout.max_new_tokens": 12, "task.env.max_turns": 2})
+  assert config.task.prompt_style == "chat" and config.critic.hidden_dims == (1024, 512)
+  job = ppo.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, metrics = job.batch_fn(job.state)
+  assert batch["policy"]["tokens"].shape[-1] > 100  # chat prompts
+  assert batch["critic"]["state"].shape == (2, 2, 896)  # [E, T, hidden]
+  state, step = job.train_step(job.state, batch)
+  assert np.asarray(step["finite"]).all() and np.isfinite(float(step["value_loss"]))
