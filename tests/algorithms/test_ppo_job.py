@@ -179,3 +179,26 @@ def test_unknown_profile_cell_is_an_error():
   from experiments.configs import marft_ppo
   with pytest.raises(ValueError, match="quartet"):
     marft_ppo.get_config("quartet,action,shared,tiny")
+
+
+def test_resuming_gives_the_same_metrics(tmp_path):
+  """Policies, critic and its optimizer state are all in the checkpoint: a run stopped after
+  step 1 and resumed logs the uninterrupted run's step-2 metrics."""
+  import json
+  from marft import trainer
+  mesh = sharding.make_mesh(data=1, fsdp=1, tensor=1)
+
+  def run(workdir, total):
+    config = _config(tmp_path, "dual,action,vdn,tiny", **{
+        "total_steps": total, "eval_every": 0, "checkpoint_every": 1,
+        "log.wandb_mode": "disabled", "optimizer.lr": 1e-3})
+    trainer.run(config, str(workdir), ppo.build(config, mesh))
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return [r for r in records if r.get("step") == total and "train/loss" in r][-1]
+
+  straight = run(tmp_path / "straight", 2)
+  run(tmp_path / "resumed", 1)
+  resumed = run(tmp_path / "resumed", 2)
+  for key in ("train/loss", "train/value_loss", "train/explained_variance",
+              "rollout/episodic_return", "train/advantage_abs/actor"):
+    assert resumed[key] == straight[key], key
