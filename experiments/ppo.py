@@ -92,7 +92,7 @@ def row_features(model: nnx.Module, tokens: jax.Array, prompt_lengths: jax.Array
   r, w, _ = hidden.shape
   at = lambda index: jnp.take_along_axis(hidden, jnp.clip(index, 0, w - 1)[:, :, None], axis=1)
   first = prompt_lengths - 1
-  ends = first + response_lengths
+  ends = prompt_lengths + response_lengths
   valid = (jnp.arange(w)[None] < ends[:, None]).astype(jnp.float32)
   pooled = (hidden * valid[..., None]).sum(1) / jnp.maximum(valid.sum(1), 1.0)[:, None]
   return {"obs": at(first[:, None])[:, 0], "act": at((ends - 1)[:, None])[:, 0],

@@ -202,3 +202,24 @@ def test_resuming_gives_the_same_metrics(tmp_path):
   for key in ("train/loss", "train/value_loss", "train/explained_variance",
               "rollout/episodic_return", "train/advantage_abs/actor"):
     assert resumed[key] == straight[key], key
+
+
+def test_row_features_read_the_right_positions():
+  """obs: the last prompt token; act: the last response token; tokens[j]: the state that
+  predicts response token j (position prompt + j - 1); pooled: the mean over prompt and
+  response, never the padding."""
+  model = build_model(get_model_config("tiny", num_layers=1))
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(4, 100, (2, 12)), jnp.int32)
+  prompt, response = np.array([3, 5]), np.array([4, 2])
+  got = jax.tree.map(np.asarray, ppo.row_features(model, tokens, jnp.asarray(prompt),
+                                                  jnp.asarray(response), response_width=3))
+  hidden = np.asarray(model.hidden_states(tokens)[0])
+  for r in range(2):
+    p, m = prompt[r], response[r]
+    np.testing.assert_allclose(got["obs"][r], hidden[r, p - 1], rtol=1e-6)
+    np.testing.assert_allclose(got["act"][r], hidden[r, p + m - 1], rtol=1e-6)
+    for j in range(3):
+      np.testing.assert_allclose(got["tokens"][r, j], hidden[r, p - 1 + j], rtol=1e-6)
+    np.testing.assert_allclose(got["pooled"][r], hidden[r, :p + m].mean(0), rtol=1e-5,
+                               atol=1e-6)
