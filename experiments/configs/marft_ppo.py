@@ -52,6 +52,10 @@ def get_config(cell: str = "dual,action,shared,tiny") -> ml_collections.ConfigDi
   c.critic = dict(kind=critic, trunk="frozen", hidden_dims=(64,) if on_cpu else (1024, 512),
                   lr=1e-3 if on_cpu else 5e-6, updates=8 if on_cpu else 1, value_clip=0.2,
                   huber_delta=10.0, embed_dim=32, hypernet_hidden=64, max_grad_norm=0.5)
-  c.optimizer = dict(lr=3e-5 if on_cpu else 1e-6, warmup_steps=0, schedule="constant",
-                     weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-5, max_grad_norm=0.5)
+  # Tiny: on dual,action,shared (20 steps, seed 0) lr 3e-5 with MARFT's gradient clip 0.5 barely
+  # moves the policy (approximate KL ~1e-6 a step, greedy 20.3 -> 23.8% at step 25); 1e-4 with
+  # clip 1.0 reaches 30.1%; 3e-4 is noisier (22.7%). Paper: MARFT's per-agent lr and clip.
+  c.optimizer = dict(lr=1e-4 if on_cpu else 1e-6, warmup_steps=0, schedule="constant",
+                     weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-5,
+                     max_grad_norm=1.0 if on_cpu else 0.5)
   return c
