@@ -307,14 +307,10 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     else:
       credit_mask = entry_mask * trained
     normalized = np.asarray(marft_ppo.normalize_advantages(advantages, credit_mask))
-    if token_level:
-      per_token = np.zeros_like(b.behavior_logp)
-      row_advantages = normalized[index]  # [R, L]
-      for r in range(len(per_token)):
-        m = min(int(response_lengths[r]), width)
-        start = int(prompt_lengths[r])
-        per_token[r, start:start + m] = row_advantages[r, :m]
-      policy_rows_advantages = per_token
+    if token_level:  # response token j of a row sits at position prompt + j
+      policy_rows_advantages = np.zeros_like(b.behavior_logp)
+      rows_, js = np.nonzero(np.arange(width) < response_lengths[:, None])
+      policy_rows_advantages[rows_, prompt_lengths[rows_] + js] = normalized[index][rows_, js]
     else:
       policy_rows_advantages = normalized[index]
     policy_rows = {"tokens": b.tokens, "loss_mask": b.loss_mask,

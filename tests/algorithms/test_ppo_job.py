@@ -121,6 +121,9 @@ def test_one_iteration_of_every_critic_trains_policies_and_critic(tmp_path, cell
   assert np.isfinite(metrics["train/explained_variance"])
   roles = ("reasoner", "actor", "verifier")[:n]
   assert all(f"train/advantage_abs/{r}" in metrics for r in roles)
+  advantages, response = batch["policy"]["advantages"], batch["policy"]["loss_mask"] > 0
+  if advantages.ndim == 3:  # MARFT-T: one advantage per response token, nothing elsewhere
+    assert not advantages[~response].any() and advantages[response].any()
   # A random model earns no reward (targets 0 = a fresh critic's values): give the critic
   # something to learn.
   targets = batch["critic"]["targets"]
