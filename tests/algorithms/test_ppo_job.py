@@ -114,6 +114,11 @@ def _config(tmp_path, cell, **overrides):
 def test_one_iteration_of_every_critic_trains_policies_and_critic(tmp_path, cell):
   config = _config(tmp_path, cell, **{"optimizer.lr": 1e-2, "algo.target_kl": 1e-9})
   job = ppo.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  # A fresh critic predicts 0 and a random model earns no reward: random critic weights make
+  # the advantages non-zero.
+  noisy = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape),
+                       job.state.extra["critic"])
+  job = job._replace(state=job.state.replace(extra={**job.state.extra, "critic": noisy}))
   before = jax.tree.map(np.asarray, (job.state.params, job.state.extra["critic"]))
   batch, metrics = job.batch_fn(job.state)
   n = 3 if cell.startswith("trio") else 2
