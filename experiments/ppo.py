@@ -6,8 +6,9 @@ trunk (`critic.trunk`: the frozen base model, as MARFT's critic, or the acting p
 detached) gives each row its features; the critic (`algorithms.marft_ppo.Critic`) scores them
 in the `[episode, step, agent]` layout and `critic_credit` turns rewards into advantages and
 value targets; then one stacked-policy PPO update (the approximate-KL early stop as a skipped
-update, `agent_iteration_interval` as a per-role row weight) and `critic.updates` Adam steps of
-the critic, whose parameters and optimizer state live in the train state's `extra`.
+update, `agent_iteration_interval` as a per-role row weight; none in the first
+`algo.critic_warmup_steps` steps, MARFT's warmup) and `critic.updates` Adam steps of the
+critic, whose parameters and optimizer state live in the train state's `extra`.
 """
 from __future__ import annotations
 
@@ -223,8 +224,13 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     metrics = {k: v.mean() if k != "critic_skipped" else v.sum() for k, v in metrics.items()}
     return {"critic": params, "critic_opt": opt_state}, metrics
 
+  warmup = algo.get("critic_warmup_steps", 0)
+
   def train_step(state, batch):
-    state, metrics = policy_step(state, batch["policy"])
+    if int(state.step) < warmup:  # MARFT's warmup: the critic learns before any actor step
+      state, metrics = state.replace(step=state.step + 1), {}
+    else:
+      state, metrics = policy_step(state, batch["policy"])
     extra, critic_metrics = critic_step(state.extra, batch["critic"])
     return state.replace(extra=extra), {**metrics, **critic_metrics}
 

@@ -40,6 +40,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "model.logprob_chunk": 0,
     "model.enable_thinking": True,
     "model.base": "",
+    "algo.critic_warmup_steps": 0,
     "task.prompt_style": "compact",
 }
 

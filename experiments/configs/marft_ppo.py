@@ -48,7 +48,7 @@ def get_config(cell: str = "dual,action,shared,tiny") -> ml_collections.ConfigDi
   c.rollout = dict(max_new_tokens=8 if on_cpu else 512, temperature=1.0)
   c.algo = dict(name="marft_ppo", credit=credit, k=4, gamma=0.99, lam=0.95, clip_eps=0.2,
                 entropy_coef=0.01, target_kl=0.02 if on_cpu else 1e-3, minibatches=2,
-                agent_iteration_interval=0, micro_batch_rows=0)
+                agent_iteration_interval=0, micro_batch_rows=0, critic_warmup_steps=0)
   c.critic = dict(kind=critic, trunk="frozen", hidden_dims=(64,) if on_cpu else (1024, 512),
                   lr=1e-3 if on_cpu else 5e-6, updates=8 if on_cpu else 1, value_clip=0.2,
                   huber_delta=10.0, embed_dim=32, hypernet_hidden=64, max_grad_norm=0.5)

@@ -231,3 +231,21 @@ def test_row_features_read_the_right_positions():
       np.testing.assert_allclose(got["tokens"][r, j], hidden[r, p - 1 + j], rtol=1e-6)
     np.testing.assert_allclose(got["pooled"][r], hidden[r, :p + m].mean(0), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_critic_warmup_steps_train_only_the_critic(tmp_path):
+  config = _config(tmp_path, "dual,action,vdn,tiny",
+                   **{"algo.critic_warmup_steps": 1, "optimizer.lr": 1e-2})
+  job = ppo.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  before = jax.tree.map(np.asarray, (job.state.params, job.state.extra["critic"]))
+  batch, _ = job.batch_fn(job.state)
+  batch["critic"]["targets"] = np.ones_like(batch["critic"]["targets"])
+  state, metrics = job.train_step(job.state, batch)
+  assert int(state.step) == 1 and "value_loss" in metrics and "loss" not in metrics
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(before[0])):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(state.extra["critic"]), jax.tree.leaves(before[1])))
+  batch, _ = job.batch_fn(state)
+  state, metrics = job.train_step(state, batch)  # step 1: past the warmup, the actors train
+  assert "loss" in metrics and int(state.step) == 2
