@@ -28,7 +28,7 @@ def test_table_from_finished_runs(tmp_path, monkeypatch):
     _fake_run(tmp_path, cell, 0, (0.20, 0.25), (0.21, 0.3))
   monkeypatch.setattr(table, "_train", lambda *a: pytest.fail(f"reran a finished run {a}"))
   runs = table.run_all("tiny", 2, 1, str(tmp_path))
-  assert len(runs) == 3 * 2 + 4
+  assert len(runs) == 3 * 2 + len(table.ABLATION_CELLS)
   monkeypatch.setattr(table, "paired", lambda config, workdir: {
       "base": 0.2, "trained": 0.35, "gained": 12, "lost": 3, "p": table.sign_test_p_value(12, 3)})
   monkeypatch.setattr(table.credit_toy, "credit_share", lambda key, kind, decider: {
