@@ -5,7 +5,9 @@ Bad input (an unsupported architecture, a tokenizer without a chat template, a p
 task lacks, chat prompts for the character tokenizer) is one clear error before anything
 compiles.
 
-The default run trains Plan-Path; `pytest -m slow tests/test_paper_scale.py` every task.
+The default run trains Plan-Path; `pytest -m slow tests/test_paper_scale.py` every task, and
+one iteration of MARFT's PPO on the dual profile (the chat prompts of the dual and trio
+workflows are checked by default in `tests/envs/test_math_sequential.py`).
 """
 import json
 
@@ -153,6 +155,7 @@ def test_humaneval_evaluation_of_a_chat_checkpoint(checkpoint, tmp_path):
   assert result["eval/invalid_rate"] == 1.0  # no <answer> tag: every action invalid, counted
 
 
+@pytest.mark.slow
 def test_marft_ppo_paper_cell_steps_with_chat_prompts(checkpoint):
   """MARFT's dual profile at the paper scale: chat prompts for the reasoner and the actor, the
   QMIX-mixed critic (MARFT's 1024-512 head) on the frozen trunk, one PPO iteration."""

@@ -109,8 +109,10 @@ def _config(tmp_path, cell, **overrides):
   return config
 
 
-@pytest.mark.parametrize("cell", ["dual,action,shared,tiny", "trio,token,per_agent,tiny",
-                                  "dual,action,vdn,tiny", "trio,action,qmix,tiny"])
+@pytest.mark.parametrize("cell", [
+    "trio,token,per_agent,tiny", "trio,action,qmix,tiny",  # every critic path, both credits
+    pytest.param("dual,action,shared,tiny", marks=pytest.mark.slow),
+    pytest.param("dual,action,vdn,tiny", marks=pytest.mark.slow)])
 def test_one_iteration_of_every_critic_trains_policies_and_critic(tmp_path, cell):
   config = _config(tmp_path, cell, **{"optimizer.lr": 1e-2, "algo.target_kl": 1e-9})
   job = ppo.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
