@@ -44,9 +44,9 @@ def sample(key: jax.Array, episodes: int, contexts: int, actions: int, decider: 
   return features, rewards, chosen.astype(jnp.float32) - 1.0 / actions
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "decider", "steps", "episodes",
-                                             "contexts", "actions"))
-def credit_share(key: jax.Array, *, kind: str, decider: int, steps: int = 300,
+@functools.partial(jax.jit, static_argnames=("kind", "steps", "episodes", "contexts",
+                                             "actions"))
+def credit_share(key: jax.Array, *, kind: str, decider: int | jax.Array, steps: int = 300,
                  episodes: int = 64, contexts: int = 4, actions: int = 3, gamma: float = 0.99,
                  lam: float = 0.95, lr: float = 3e-2) -> dict[str, jax.Array]:
   """Trains a `kind` critic on `steps` fresh batches, then measures on one more: the decider's
