@@ -69,8 +69,11 @@ def policy_loss(model: nnx.Module, batch: dict[str, jax.Array], cfg: Any,
   count = None if denominators is None else denominators["count"]
   if cfg.credit == "action":
     tokens = mask.sum(1)
+    # The action's log-ratio summed token by token, passed against 0: sum(logp) - sum(old)
+    # would cancel two large float32 numbers (~ -50 each) and lose the ratio's last digits.
+    log_ratio = ((logp - old) * mask).sum(1)
     return marft_ppo.ppo_policy_loss(
-        (logp * mask).sum(1), (old * mask).sum(1), batch["advantages"],
+        log_ratio, jnp.zeros_like(log_ratio), batch["advantages"],
         (entropy * mask).sum(1) / jnp.maximum(tokens, 1.0), (tokens > 0).astype(jnp.float32),
         clip_eps=cfg.clip_eps, entropy_coef=cfg.entropy_coef, count=count)
   return marft_ppo.ppo_policy_loss(logp, old, batch["advantages"][:, 1:], entropy, mask,
