@@ -203,6 +203,7 @@ class Critic(NamedTuple):
   feature_dim: int
   hidden_dims: tuple[int, ...]
   mixer: qmix.Mixer
+  head: nnx.GraphDef  # the structure of one ValueHead (its parameters live in the params)
 
   @property
   def mixed(self) -> bool:
@@ -223,7 +224,9 @@ def make_critic(kind: str, num_roles: int, feature_dim: int, *,
     raise ValueError(f"a critic needs at least one role, got {num_roles}")
   mixer = qmix.make_mixer("qmix" if kind == "qmix" else "vdn", num_roles, feature_dim,
                           embed_dim=embed_dim, hypernet_hidden=hypernet_hidden)
-  return Critic(kind, num_roles, feature_dim, tuple(hidden_dims), mixer)
+  head = nnx.graphdef(nnx.eval_shape(
+      lambda: ValueHead(feature_dim, tuple(hidden_dims), rngs=nnx.Rngs(0))))
+  return Critic(kind, num_roles, feature_dim, tuple(hidden_dims), mixer, head)
 
 
 def _head(critic: Critic, key: jax.Array) -> ValueHead:
@@ -245,8 +248,7 @@ def head_values(critic: Critic, params: dict[str, Any], features: jax.Array,
   (ignored by a shared critic)."""
   chex.assert_axis_dimension(features, -1, critic.feature_dim)
   chex.assert_equal_shape_prefix([features, roles], roles.ndim)
-  graphdef = nnx.graphdef(_head(critic, jax.random.key(0)))
-  every = jax.vmap(lambda state: nnx.merge(graphdef, state)(features))(params["heads"])
+  every = jax.vmap(lambda state: nnx.merge(critic.head, state)(features))(params["heads"])
   if critic.num_heads == 1:
     return every[0]
   roles = jnp.broadcast_to(roles.reshape(roles.shape + (1,) * (every.ndim - 1 - roles.ndim)),
