@@ -218,8 +218,7 @@ def evaluate(config: Any, views: dict[str, tuple[str, dict[str, int]]], instance
 
 def episodic_return(batch: Any) -> float:
   """The mean over a rollout's episodes of their team return."""
-  episodes, first = np.unique(np.asarray(batch.episode_id), return_index=True)
-  del episodes
+  _, first = np.unique(np.asarray(batch.episode_id), return_index=True)
   return float(np.asarray(batch.episode_return)[first].mean())
 
 
