@@ -58,6 +58,11 @@ correct, here the actor alone):
   (success) or at the turn limit; it never fails early.
 Expert: the reasoner writes the task's expression, the actor the answer, the verifier the
 truth about the actor's answer of the step.
+
+Discussion (MAPoRL, Park et al. 2025; `envs.discussion`): `env.agents` agents (default 2, read
+only when set, so the other workflows' settings are unchanged) answer the question over
+`max_turns` turns, seeing each other's previous answers with their verifier scores; answers are
+graded as the single agent's (compact numbers, chat `math-verify`).
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ import re
 
 import math_verify
 
-from envs import chat
+from envs import chat, discussion
 from envs.splits import split_of
 from envs.arithmetic_eval import EvalError, Number, evaluate
 from marft.rollout.workflow import (Message, RoleOutcome, StageResult, Workflow,
@@ -102,7 +107,7 @@ _FORMATS = {"agent": "the number, e.g. <answer>12</answer>",
             "reasoner": "the number, e.g. <answer>12</answer>"}
 # The sequential (MARFT) workflows: their roles, one per stage, and their chat texts.
 SEQUENTIAL_ROLES = {"dual": ("reasoner", "actor"), "trio": ("reasoner", "actor", "verifier")}
-KINDS = ("single", "mas", *SEQUENTIAL_ROLES)
+KINDS = ("single", "mas", *SEQUENTIAL_ROLES, discussion.KIND)
 _MARKERS = {"reasoner": "P", "actor": "A", "verifier": "V"}
 _VERDICTS = {"compact": {"y": True, "n": False}, "chat": {"yes": True, "no": False}}
 _TEAMS = {"dual": "a two-agent team (a Reasoner, then an Actor)",
@@ -428,9 +433,32 @@ class SequentialMathWorkflow(Workflow):
         "y" if self.correct else "n")
 
 
+def grade(response: str, style: str, answer: Number) -> tuple[str | None, bool]:
+  """A response's answer as shown to other agents (None: it states no number) and whether it
+  is `answer`: compact `parse_number`, chat `<answer>` graded by `math-verify`."""
+  if style == "chat":
+    text = chat.extract_answer(response)
+    value = chat_value(text)
+    return (None if value is None else format_number(value)), chat_correct(text, answer)
+  value = parse_number(response)
+  if value is None:
+    return None, False
+  return format_number(value), same_number(value, answer)
+
+
+def discussion_checker(task: dict) -> discussion.Checker:
+  """The math task's side of a MAPoRL discussion."""
+  return discussion.Checker(grade=lambda response, style: grade(response, style, task["answer"]),
+                            question=task["question"], expert=format_number(task["answer"]))
+
+
 def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
                   prompt_style: str = "compact") -> Workflow:
-  """A `MathWorkflow` (single, mas) or a `SequentialMathWorkflow` (dual, trio)."""
+  """A `MathWorkflow` (single, mas), a `SequentialMathWorkflow` (dual, trio) or a
+  `discussion.DiscussionWorkflow` (discussion, `cfg["agents"]` agents, default 2)."""
+  if kind == discussion.KIND:
+    return discussion.DiscussionWorkflow(task, discussion_checker(task), max_turns,
+                                         cfg.get("agents", 2), prompt_style)
   if kind in SEQUENTIAL_ROLES:
     return SequentialMathWorkflow(task, kind, max_turns, prompt_style)
   if kind not in KINDS:

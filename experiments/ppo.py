@@ -27,7 +27,7 @@ from envs.data.task_instances import load_instances
 from experiments import common, rl
 from marft import trainer
 from marft.logprobs import next_token_logprobs
-from marft.policies import policy_params, stack_policies
+from marft.policies import stack_policies
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
 from marft.train_step import init_train_state, make_optimizer, make_train_step
@@ -139,6 +139,62 @@ def explained_variance(predictions: np.ndarray, targets: np.ndarray, mask: np.nd
   return float(1.0 - np.var(targets[m] - predictions[m]) / np.var(targets[m]))
 
 
+def trunk_features(features_fn: Any, base: nnx.Module, models: list[nnx.Module], trunk: str,
+                   tokens: np.ndarray, prompt_lengths: np.ndarray, response_lengths: np.ndarray,
+                   policy_ids: np.ndarray) -> dict[str, np.ndarray]:
+  """Each row's `features_fn` (`row_features`) features from its critic trunk: the frozen
+  `base` model (`trunk="frozen"`) or its own policy's model (`"policy"`), one call per trunk
+  over its rows padded to a `shape_bucket` (so shapes repeat)."""
+  trunks = [base] if trunk == "frozen" else models
+  owners = np.zeros_like(policy_ids) if trunk == "frozen" else policy_ids
+  out = {}
+  for p, model in enumerate(trunks):
+    rows = np.flatnonzero(owners == p)
+    if not len(rows):
+      continue
+    padded = shape_bucket(len(rows), 16)
+    pick = lambda x: np.concatenate([x[rows], np.repeat(x[rows[:1]], padded - len(rows), 0)])
+    got = features_fn(model, jnp.asarray(pick(tokens)), jnp.asarray(pick(prompt_lengths)),
+                      jnp.asarray(pick(response_lengths)))
+    for name, value in got.items():
+      out.setdefault(name, np.zeros((len(tokens),) + value.shape[1:], np.float32))
+      out[name][rows] = np.asarray(value)[:len(rows)]
+  return out
+
+
+def make_critic_step(critic: marft_ppo.Critic, critic_cfg: Any,
+                     optimizer: optax.GradientTransformation, loss_weight: float = 1.0) -> Any:
+  """`critic_step(extra, batch) -> (extra, metrics)`, jitted: `critic_cfg.updates` optimizer
+  steps on `loss_weight * marft_ppo.critic_loss` over the same batch (a non-finite one keeps
+  the parameters and is counted in `critic_skipped`); `extra` holds `critic` and `critic_opt`."""
+
+  def objective(params, batch):
+    value, metrics = marft_ppo.critic_loss(critic, params, batch, clip=critic_cfg.value_clip,
+                                           huber_delta=critic_cfg.huber_delta)
+    return loss_weight * value, metrics
+
+  @jax.jit
+  def critic_step(extra: dict[str, Any], batch: dict[str, jax.Array]):
+    def update(carry, _):
+      params, opt_state = carry
+      (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params, batch)
+      grad_norm = optax.tree.norm(grads)
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+      updates, new_opt_state = optimizer.update(grads, opt_state, params)
+      keep = lambda new, old: jnp.where(finite, new, old)
+      params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
+      opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+      return (params, opt_state), {**metrics, "value_grad_norm": grad_norm,
+                                   "critic_skipped": (~finite).astype(jnp.float32)}
+
+    (params, opt_state), metrics = jax.lax.scan(
+        update, (extra["critic"], extra["critic_opt"]), None, length=critic_cfg.updates)
+    metrics = {k: v.mean() if k != "critic_skipped" else v.sum() for k, v in metrics.items()}
+    return {"critic": params, "critic_opt": opt_state}, metrics
+
+  return critic_step
+
+
 # ---------------------------------------------------------------------------------------------
 # The job.
 
@@ -205,27 +261,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       skip_update=(None if target_kl is None
                    else functools.partial(marft_ppo.kl_exceeded, target_kl=target_kl)))
 
-  @jax.jit
-  def critic_step(extra: dict[str, Any], batch: dict[str, jax.Array]):
-    objective = functools.partial(marft_ppo.critic_loss, critic, clip=critic_cfg.value_clip,
-                                  huber_delta=critic_cfg.huber_delta)
-
-    def update(carry, _):
-      params, opt_state = carry
-      (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params, batch)
-      grad_norm = optax.tree.norm(grads)
-      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-      updates, new_opt_state = critic_optimizer.update(grads, opt_state, params)
-      keep = lambda new, old: jnp.where(finite, new, old)
-      params = jax.tree.map(keep, optax.apply_updates(params, updates), params)
-      opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-      return (params, opt_state), {**metrics, "value_grad_norm": grad_norm,
-                                   "critic_skipped": (~finite).astype(jnp.float32)}
-
-    (params, opt_state), metrics = jax.lax.scan(
-        update, (extra["critic"], extra["critic_opt"]), None, length=critic_cfg.updates)
-    metrics = {k: v.mean() if k != "critic_skipped" else v.sum() for k, v in metrics.items()}
-    return {"critic": params, "critic_opt": opt_state}, metrics
+  critic_step = make_critic_step(critic, critic_cfg, critic_optimizer)
 
   warmup = algo.get("critic_warmup_steps", 0)
 
@@ -255,27 +291,11 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   token_level = algo.credit == "token"
 
   def models_of(state):
-    extra_state = (frozen,) if frozen is not None else ()
-    return [nnx.merge(graphdef, policy_params(state.params, p), *extra_state)
-            for p in range(num_policies)]
+    return rl.policy_models(graphdef, state.params, frozen, num_policies)
 
   def features_of(models, tokens, prompt_lengths, response_lengths, policy_ids):
-    """Each row's trunk features: the frozen base model's, or its own policy's."""
-    trunks = [model] if critic_cfg.trunk == "frozen" else models
-    owners = np.zeros_like(policy_ids) if critic_cfg.trunk == "frozen" else policy_ids
-    out = {}
-    for p, trunk in enumerate(trunks):
-      rows = np.flatnonzero(owners == p)
-      if not len(rows):
-        continue
-      padded = shape_bucket(len(rows), 16)
-      pick = lambda x: np.concatenate([x[rows], np.repeat(x[rows[:1]], padded - len(rows), 0)])
-      got = features_fn(trunk, jnp.asarray(pick(tokens)), jnp.asarray(pick(prompt_lengths)),
-                        jnp.asarray(pick(response_lengths)))
-      for name, value in got.items():
-        out.setdefault(name, np.zeros((len(tokens),) + value.shape[1:], np.float32))
-        out[name][rows] = np.asarray(value)[:len(rows)]
-    return out
+    return trunk_features(features_fn, model, models, critic_cfg.trunk, tokens, prompt_lengths,
+                          response_lengths, policy_ids)
 
   def batch_fn(state):
     step = int(state.step)

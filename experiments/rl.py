@@ -161,6 +161,14 @@ def policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_poli
   return out
 
 
+def policy_models(graphdef: nnx.GraphDef, params: Any, frozen: Any, num_policies: int
+                  ) -> list[nnx.Module]:
+  """The `num_policies` models of stacked `params` (with the shared `frozen` base weights of
+  LoRA runs)."""
+  extra = (frozen,) if frozen is not None else ()
+  return [nnx.merge(graphdef, policy_params(params, p), *extra) for p in range(num_policies)]
+
+
 def prompt_style(config: Any, task: Any) -> str:
   """`task.prompt_style` (default `compact`), checked to be one the task renders."""
   style = config.task.get("prompt_style", "compact")
@@ -321,9 +329,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   kind = config.task.workflow
 
   def models_of(state):
-    extra = (frozen,) if frozen is not None else ()
-    return [nnx.merge(graphdef, policy_params(state.params, p), *extra)
-            for p in range(num_policies)]
+    return policy_models(graphdef, state.params, frozen, num_policies)
 
   def batch_fn(state):
     step = int(state.step)

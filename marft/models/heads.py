@@ -28,3 +28,22 @@ class ValueHead(nnx.Module):
     for layer in self.hidden:
       x = jax.nn.relu(layer(x))
     return self.out(x)[..., 0]
+
+
+class ScoredLM(nnx.Module):
+  """A decoder with a `ValueHead` on its final hidden states: one logit per position (a
+  verifier, an outcome or process reward model). `__call__(tokens: int32[B, T]) ->
+  float32[B, T]`; `score(tokens, last)` the sigmoid at index `last: int32[B]`."""
+
+  def __init__(self, trunk: nnx.Module, hidden_dims: Sequence[int] = (), *, rngs: nnx.Rngs):
+    self.trunk = trunk
+    self.hidden_dims = tuple(int(d) for d in hidden_dims)
+    self.head = ValueHead(trunk.config.hidden_size, self.hidden_dims, rngs=rngs)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    hidden, _ = self.trunk.hidden_states(tokens)
+    return self.head(hidden)
+
+  def score(self, tokens: jax.Array, last: jax.Array) -> jax.Array:
+    logits = self(tokens)
+    return jax.nn.sigmoid(jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0])

@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 
 from marft.models.config import ModelConfig
 from marft.models.decoder import Decoder, Linear
+from marft.models.heads import ScoredLM
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
@@ -292,3 +293,49 @@ def save_pretrained(model: Decoder, config: ModelConfig, path: str, *,
       json.dump(index, f, indent=2)
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config_to_hf(config), f, indent=2)
+
+
+_HEAD_DIR = "score_head"  # a ScoredLM's head, beside its trunk's checkpoint
+
+
+def save_scored_lm(model: ScoredLM, config: ModelConfig, path: str) -> None:
+  """A `marft.models.heads.ScoredLM`: its trunk as a Hugging Face checkpoint in `path`, its head
+  in `path/score_head/` (`head.safetensors`, `head.json` with the hidden sizes)."""
+  save_pretrained(model.trunk, config, path)
+  head_dir = os.path.join(path, _HEAD_DIR)
+  os.makedirs(head_dir, exist_ok=True)
+  flat = nnx.to_flat_state(nnx.state(model.head))
+  tensors = {".".join(str(k) for k in key): np.asarray(jax.device_get(v[...]), np.float32)
+             for key, v in flat}
+  save_file(tensors, os.path.join(head_dir, "head.safetensors"))
+  with open(os.path.join(head_dir, "head.json"), "w") as f:
+    json.dump({"hidden_dims": list(model.hidden_dims)}, f)
+
+
+def load_scored_lm(path: str, **overrides: Any) -> tuple[ScoredLM, ModelConfig]:
+  """A `ScoredLM` saved by `save_scored_lm`; CheckpointError when the head is missing or does
+  not fit the trunk."""
+  trunk, config = load_pretrained(path, **overrides)
+  head_dir = os.path.join(path, _HEAD_DIR)
+  try:
+    with open(os.path.join(head_dir, "head.json")) as f:
+      hidden_dims = json.load(f)["hidden_dims"]
+    with safe_open(os.path.join(head_dir, "head.safetensors"), framework="numpy") as f:
+      tensors = {name: f.get_tensor(name) for name in f.keys()}
+  except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path} has no readable score head ({head_dir}): {e}") from e
+  except Exception as e:  # safetensors' own error types for a corrupt file
+    raise CheckpointError(f"cannot read the score head in {head_dir}: {e}") from e
+  model = ScoredLM(trunk, hidden_dims, rngs=nnx.Rngs(0))
+  state = nnx.state(model.head)
+  flat = dict(nnx.to_flat_state(state))
+  names = {".".join(str(k) for k in key): key for key in flat}
+  if set(names) != set(tensors):
+    raise CheckpointError(f"score head in {head_dir} has tensors {sorted(tensors)}, expected "
+                          f"{sorted(names)}")
+  for name, key in names.items():
+    if tensors[name].shape != flat[key][...].shape:
+      raise CheckpointError(f"score head tensor {name}: shape {tensors[name].shape} does not "
+                            f"fit {flat[key][...].shape}")
+    flat[key][...] = jnp.asarray(tensors[name])
+  return model, config

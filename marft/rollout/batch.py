@@ -14,8 +14,9 @@ class TurnBatch:
   response tokens; `behavior_logp[b, t]` is the sampling policy's log-probability of
   `tokens[b, t]` on those positions (0 elsewhere). `reward` is the acting role's local reward
   for this turn, `team_reward` the team's reward of the same stage, `episode_return` the team
-  return of the whole episode (the chosen path under tree sampling). Group keys for AT-GRPO
-  are `(task_id, role_id, turn_id)`.
+  return of the whole episode (the chosen path under tree sampling); `invalid` marks a
+  response that did not parse, `score` is the engine's scorer's (a verifier's) score of it, 0
+  without one. Group keys for AT-GRPO are `(task_id, role_id, turn_id)`.
   """
 
   tokens: jax.Array  # int32[B, T]
@@ -30,6 +31,8 @@ class TurnBatch:
   reward: jax.Array  # float32[B]
   team_reward: jax.Array  # float32[B]
   episode_return: jax.Array  # float32[B]
+  invalid: jax.Array  # float32[B]
+  score: jax.Array  # float32[B]
 
   @property
   def num_rows(self) -> int:

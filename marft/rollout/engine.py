@@ -40,6 +40,8 @@ class Sample(NamedTuple):
 
 # A policy's sampler: prompt token lists and a key -> one Sample per prompt.
 Sampler = Callable[[Sequence[Sequence[int]], jax.Array], list[Sample]]
+# A scorer (a verifier): token lists (scoring prompt + response) -> one float score each.
+Scorer = Callable[[Sequence[Sequence[int]]], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,8 @@ class _Row:
   stage: int  # the engine iteration (one stage of every live episode) that produced the row
   reward: float = 0.0
   team_reward: float = 0.0
+  invalid: bool = False
+  score: float = 0.0
 
 
 class Rollout(NamedTuple):
@@ -96,8 +100,14 @@ class Rollout(NamedTuple):
 
 
 def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenizer: Any,
-            key: jax.Array, *, mapping: Mapping[str, int], config: RolloutConfig) -> Rollout:
-  """Runs every workflow (one per task) to the end as `config.k` copies; see module doc."""
+            key: jax.Array, *, mapping: Mapping[str, int], config: RolloutConfig,
+            scorer: Scorer | None = None) -> Rollout:
+  """Runs every workflow (one per task) to the end as `config.k` copies; see module doc.
+
+  With a `scorer`, every response a workflow wants scored (`Workflow.scoring_prompt`) is
+  scored in one call per iteration, on its scoring prompt followed by the response, and the
+  workflow sees the scores (`observe_scores`) before it acts; rows keep them (`score`).
+  """
   roles = workflows[0].roles
   for role in roles:
     if role not in mapping:
@@ -151,6 +161,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
                        role=roles.index(role), turn=wf.turn, episode=t * k + b, task=t,
                        branch=b, stage=iteration))
       request_rows[(t, b)].append((role, len(rows) - 1))
+    if scorer is not None:
+      _score(scorer, tokenizer, episodes, requests, samples, rows, request_rows)
     stage_scores = {}
     # Episodes step independently; threads overlap environments that wait on subprocesses
     # (the code sandbox). Results are consumed in a fixed order, so rollouts stay deterministic.
@@ -162,6 +174,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
         outcome = result.outcomes[role]
         rows[row].reward = float(outcome.reward)
         rows[row].team_reward = float(result.team_reward)
+        rows[row].invalid = bool(outcome.invalid)
         score += float(outcome.reward)
         invalid[role] += int(outcome.invalid)
         actions[role] += 1
@@ -207,6 +220,28 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
   return Rollout(batch, episode_transcripts, metrics)
 
 
+def _score(scorer: Scorer, tokenizer: Any, episodes: list[list[Workflow]], requests: list,
+           samples: list[Sample], rows: list[_Row], request_rows: dict) -> None:
+  """Scores this iteration's responses that their workflows want scored (one scorer call),
+  stores each score on its row and hands each episode its roles' scores."""
+  scored = []
+  for index, (t, b, role, _) in enumerate(requests):
+    messages = episodes[t][b].scoring_prompt(role)
+    if messages is not None:
+      scored.append((index, tokenizer.chat(messages) + list(samples[index].tokens)))
+  if not scored:
+    return
+  values = np.asarray(scorer([tokens for _, tokens in scored]), np.float32)
+  by_episode = collections.defaultdict(dict)
+  first_row = len(rows) - len(requests)
+  for (index, _), value in zip(scored, values):
+    t, b, role, _ = requests[index]
+    rows[first_row + index].score = float(value)
+    by_episode[(t, b)][role] = float(value)
+  for (t, b), scores in by_episode.items():
+    episodes[t][b].observe_scores(scores)
+
+
 def _to_batch(rows: list[_Row], pad_id: int, chosen_rows: list[list[int]] | None
               ) -> TurnBatch:
   """Pads rows to a common width and fills the episode return of each row's episode."""
@@ -239,4 +274,5 @@ def _to_batch(rows: list[_Row], pad_id: int, chosen_rows: list[list[int]] | None
                    task_id=column("task", np.int32), branch_id=column("branch", np.int32),
                    reward=column("reward", np.float32),
                    team_reward=column("team_reward", np.float32),
-                   episode_return=np.asarray(episode_return, np.float32))
+                   episode_return=np.asarray(episode_return, np.float32),
+                   invalid=column("invalid", np.float32), score=column("score", np.float32))

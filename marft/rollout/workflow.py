@@ -86,6 +86,17 @@ class Workflow(abc.ABC):
   def expert_response(self, role: str) -> str:
     """A correct response for `role` in the current state (solver output), for demonstrations."""
 
+  def scoring_prompt(self, role: str) -> list[Message] | None:
+    """The messages a verifier reads before `role`'s response of this stage, to score it
+    (the rollout engine's `scorer`); None (the default): this workflow's responses are not
+    scored."""
+    del role
+    return None
+
+  def observe_scores(self, scores: dict[str, float]) -> None:
+    """Receives the verifier's score of each acting role's response, before `act`."""
+    del scores
+
   def heuristic_response(self, role: str) -> str | None:
     """A plausible but myopic response (a task's typical mistake), or None where the task has
     none; demonstrations mix it in so a base model learns the habit RL must unlearn."""

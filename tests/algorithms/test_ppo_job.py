@@ -25,7 +25,8 @@ def _rows(episode, turn, role, team_reward):
                    episode_id=np.asarray(episode, np.int32), task_id=z, branch_id=z,
                    reward=np.zeros(n, np.float32),
                    team_reward=np.asarray(team_reward, np.float32),
-                   episode_return=np.zeros(n, np.float32))
+                   episode_return=np.zeros(n, np.float32), invalid=np.zeros(n, np.float32),
+                   score=np.zeros(n, np.float32))
 
 
 def test_layout_puts_each_stage_reward_on_its_last_role_and_marks_episode_ends():
