@@ -49,6 +49,10 @@ def check_config(config: Any) -> None:
   if config.task.workflow != WORKFLOW:
     raise common.ConfigError(f"task.workflow={config.task.workflow!r}: MAPoRL trains the "
                              f"{WORKFLOW!r} workflow")
+  turns = config.task.get("env", {}).get("max_turns", 1)
+  if not isinstance(turns, int) or turns < 1:
+    raise common.ConfigError(f"task.env.max_turns={turns!r}: a discussion needs at least one "
+                             "turn")
   if len(tuple(algo.alphas)) != 4:
     raise common.ConfigError(f"algo.alphas={tuple(algo.alphas)}: four incentives (a0..a3)")
   if algo.k < 1:
