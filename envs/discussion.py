@@ -50,8 +50,9 @@ def discussion_roles(agents: int) -> tuple[str, ...]:
 
 
 def score_digit(score: float) -> str:
-  """A verifier score in [0, 1] as the compact prompt's digit: floor(10 s), capped to 0..9."""
-  return str(min(9, max(0, int(score * 10))))
+  """A verifier score in [0, 1] as the compact prompt's digit: floor(10 s), capped to 0..9
+  (1e-6 of slack, so a float32 0.7 is a 7)."""
+  return str(min(9, max(0, int(score * 10 + 1e-6))))
 
 
 def stand_in_score(question: str, turn: int, role: str, answer: str | None, correct: bool
