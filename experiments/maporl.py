@@ -35,10 +35,9 @@ from envs.data.task_instances import load_instances
 from experiments import common, ppo, rl, verifier
 from marft import trainer
 from marft.logprobs import next_token_logprobs
-from marft.policies import stack_policies
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
-from marft.train_step import init_train_state, make_optimizer, make_train_step
+from marft.train_step import make_train_step
 
 WORKFLOW = "discussion"
 
@@ -101,12 +100,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
 
   minibatches = algo.minibatches
   micro_batch_rows = common.micro_batch_rows(config)
-  optimizer = make_optimizer(config.optimizer.to_dict() | {
-      "total_steps": config.total_steps * minibatches,
-      "warmup_steps": config.optimizer.get("warmup_steps", 0) * minibatches})
-  lora = bool(config.policies.get("lora_rank", 0))
-  graphdef, params, frozen = stack_policies(model, num_policies, lora_only=lora)
-  state = init_train_state(params, optimizer, config.seed, mesh=mesh, extra=extra)
+  optimizer, graphdef, frozen, state = rl.stacked_policies(config, model, num_policies, mesh,
+                                                           minibatches, extra)
   # Token-level PPO without an entropy bonus (TRL's PPOv2, which MAPoRL trains with).
   ppo_cfg = types.SimpleNamespace(credit="token", clip_eps=algo.clip_eps, entropy_coef=0.0)
   policy_step = make_train_step(

@@ -27,10 +27,9 @@ from envs.data.task_instances import load_instances
 from experiments import common, rl
 from marft import trainer
 from marft.logprobs import next_token_logprobs
-from marft.policies import stack_policies
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
-from marft.train_step import init_train_state, make_optimizer, make_train_step
+from marft.train_step import make_train_step
 
 CREDITS = ("action", "token")
 TRUNKS = ("frozen", "policy")
@@ -247,12 +246,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
 
   minibatches = algo.minibatches
   micro_batch_rows = common.micro_batch_rows(config)
-  optimizer = make_optimizer(config.optimizer.to_dict() | {
-      "total_steps": config.total_steps * minibatches,
-      "warmup_steps": config.optimizer.get("warmup_steps", 0) * minibatches})
-  lora = bool(config.policies.get("lora_rank", 0))
-  graphdef, params, frozen = stack_policies(model, num_policies, lora_only=lora)
-  state = init_train_state(params, optimizer, config.seed, mesh=mesh, extra=extra)
+  optimizer, graphdef, frozen, state = rl.stacked_policies(config, model, num_policies, mesh,
+                                                           minibatches, extra)
   target_kl = algo.get("target_kl") or None
   policy_step = make_train_step(
       functools.partial(policy_loss, cfg=algo), optimizer, graphdef, mesh=mesh, state=state,

@@ -161,6 +161,20 @@ def policy_batches(rows: dict[str, np.ndarray], policy_ids: np.ndarray, num_poli
   return out
 
 
+def stacked_policies(config: Any, model: nnx.Module, num_policies: int, mesh: Any,
+                     minibatches: int, extra: Any = None) -> tuple[Any, Any, Any, Any]:
+  """`(optimizer, graphdef, frozen, state)` of `num_policies` policies starting from `model`
+  (only their LoRA adapters trained when `policies.lora_rank > 0`); the optimizer's schedule
+  counts `minibatches` updates a step; `extra` rides in the train state."""
+  optimizer = make_optimizer(config.optimizer.to_dict() | {
+      "total_steps": config.total_steps * minibatches,
+      "warmup_steps": config.optimizer.get("warmup_steps", 0) * minibatches})
+  lora = bool(config.policies.get("lora_rank", 0))
+  graphdef, params, frozen = stack_policies(model, num_policies, lora_only=lora)
+  state = init_train_state(params, optimizer, config.seed, mesh=mesh, extra=extra)
+  return optimizer, graphdef, frozen, state
+
+
 def policy_models(graphdef: nnx.GraphDef, params: Any, frozen: Any, num_policies: int
                   ) -> list[nnx.Module]:
   """The `num_policies` models of stacked `params` (with the shared `frozen` base weights of
