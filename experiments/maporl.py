@@ -86,7 +86,6 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
   num_roles, max_turns = len(roles), task_cfg["max_turns"]
-  alphas = tuple(float(a) for a in algo.alphas)
   style = rl.prompt_style(config, task)
 
   critic = marft_ppo.make_critic("per_agent", num_roles, setup.model_config.hidden_size,
@@ -119,11 +118,6 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   reference_logp = nnx.jit(next_token_logprobs)
   values_fn = jax.jit(lambda params, features: marft_ppo.critic_outputs(
       critic, params, features)["values"])
-  rewards_fn = jax.jit(functools.partial(maporl.discussion_rewards, gamma=algo.influence_gamma,
-                                         alphas=alphas, penalty=algo.penalty))
-  credit_fn = jax.jit(lambda scores, kl, values, mask, groups: _credit(
-      scores, kl, values, mask, groups, num_groups=max_turns * num_roles,
-      kl_coef=algo.kl_coef, gamma=algo.gamma, lam=algo.lam))
   rollout_config = RolloutConfig(k=algo.k, tree=False, max_new_tokens=width,
                                  temperature=config.rollout.temperature)
   num_episodes = config.task.num_tasks * algo.k
@@ -146,11 +140,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     n_rows = b.num_rows
     response_lengths = b.loss_mask.sum(1).astype(np.int32)
     prompt_lengths = b.loss_mask.argmax(1).astype(np.int32)
-    index = (b.episode_id.astype(np.int64), b.turn_id.astype(np.int64),
-             b.role_id.astype(np.int64))
-    on_grid = lambda x: ppo.scatter(np.asarray(x, np.float32), index, grid)
-    answer_rewards = np.asarray(rewards_fn(on_grid(b.score), on_grid(b.reward),
-                                           on_grid(b.invalid)))[index]
+    index = grid_index(b)
 
     # Each row's response tokens (j < L) against the base model, for the KL reward.
     padded = np.zeros((shape_bucket(n_rows, 16),) + b.tokens.shape[1:], np.int32)
@@ -167,13 +157,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     features = {"obs": ppo.scatter(rows["obs"], index, grid),
                 "tokens": ppo.scatter(rows["tokens"], index, grid)}
     values = np.asarray(values_fn(state.extra["critic"], features))[index] * valid
-    groups = (b.turn_id * num_roles + b.role_id).astype(np.int32)
-    advantages, returns = (np.asarray(x) for x in credit_fn(
-        answer_rewards, kl, values, valid, groups))
-
-    token_advantages = np.zeros_like(b.behavior_logp)
-    r_, j_ = np.nonzero(valid)
-    token_advantages[r_, prompt_lengths[r_] + j_] = advantages[r_, j_]
+    answer_rewards, token_advantages, returns = answer_credit(b, kl, values, valid, grid, algo)
     policy_rows = {"tokens": b.tokens, "loss_mask": b.loss_mask,
                    "behavior_logp": b.behavior_logp, "advantages": token_advantages,
                    "row_weight": np.ones(n_rows, np.float32)}
@@ -235,6 +219,42 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                                     "train/answer_reward"))
 
 
+def grid_index(batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Each row's (discussion, turn, agent) cell of the `[E, T, A]` grid."""
+  return (batch.episode_id.astype(np.int64), batch.turn_id.astype(np.int64),
+          batch.role_id.astype(np.int64))
+
+
+def answer_credit(batch: Any, kl: np.ndarray, values: np.ndarray, valid: np.ndarray,
+                  grid: tuple[int, int, int], algo: Any
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """A rollout's credit (MAPoRL, Sec. 4.2-4.4): each row's answer reward `[R]`
+  (`maporl.discussion_rewards` over the `grid = (E, T, A)` of its verifier `score`, correctness
+  `reward` and `invalid`), its token advantages `[R, tokens]` at its response positions (token
+  rewards, GAE, whitened per (turn, agent)) and its value targets `[R, L]`; `kl`, `values` and
+  `valid` are `[R, L]` over each row's first L response tokens."""
+  index = grid_index(batch)
+  on_grid = lambda x: ppo.scatter(np.asarray(x, np.float32), index, grid)
+  rewards = np.asarray(_answer_rewards(
+      on_grid(batch.score), on_grid(batch.reward), on_grid(batch.invalid),
+      gamma=float(algo.influence_gamma), alphas=tuple(float(a) for a in algo.alphas),
+      penalty=float(algo.penalty)))[index]
+  groups = (batch.turn_id * grid[2] + batch.role_id).astype(np.int32)
+  advantages, returns = (np.asarray(x) for x in _credit(
+      rewards, kl, values, valid, groups, num_groups=grid[1] * grid[2],
+      kl_coef=float(algo.kl_coef), gamma=float(algo.gamma), lam=float(algo.lam)))
+  prompt_lengths = batch.loss_mask.argmax(1)
+  token_advantages = np.zeros(batch.loss_mask.shape, np.float32)
+  r, j = np.nonzero(valid)
+  token_advantages[r, prompt_lengths[r] + j] = advantages[r, j]
+  return rewards, token_advantages, returns
+
+
+_answer_rewards = jax.jit(maporl.discussion_rewards, static_argnames=("gamma", "alphas",
+                                                                       "penalty"))
+
+
+@functools.partial(jax.jit, static_argnames=("num_groups", "kl_coef", "gamma", "lam"))
 def _credit(scores: jax.Array, kl: jax.Array, values: jax.Array, mask: jax.Array,
             groups: jax.Array, *, num_groups: int, kl_coef: float, gamma: float, lam: float
             ) -> tuple[jax.Array, jax.Array]:

@@ -1,4 +1,6 @@
 """The MAPoRL and verifier jobs' bad input: one ConfigError each, before anything compiles."""
+import types
+
 import ml_collections
 import numpy as np
 import pytest
@@ -79,3 +81,65 @@ def test_an_unreadable_verifier_is_one_config_error(tmp_path):
 def test_response_mask_marks_exactly_the_response_tokens():
   mask = verifier.response_mask(np.array([2, 0]), np.array([5, 1]), 6)
   np.testing.assert_array_equal(mask, [[0, 0, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]])
+
+
+def test_answer_credit_against_a_hand_computation():
+  """The job's credit path on a shuffled 2-discussion x 2-turn x 2-agent rollout: answer
+  rewards (influence reward, one incentive of each kind, the -10 penalty) land on the right
+  rows, and token GAE, returns and per-(turn, agent) whitening match numpy loops."""
+  # (episode, turn, agent, verifier score, correct, invalid, prompt length, response length)
+  rows = [(0, 0, 0, 0.2, 0, 0, 3, 2), (0, 0, 1, 0.9, 1, 0, 2, 3), (0, 1, 0, 0.7, 1, 0, 4, 1),
+          (0, 1, 1, 0.6, 1, 0, 3, 3), (1, 0, 0, 0.4, 0, 0, 2, 2), (1, 0, 1, 0.1, 0, 0, 3, 1),
+          (1, 1, 0, 0.3, 0, 1, 4, 3), (1, 1, 1, 0.5, 0, 0, 2, 2)]
+  order = [5, 2, 7, 0, 3, 6, 1, 4]
+  rows = [rows[i] for i in order]
+  e, t, a, score, correct, invalid, prompt, length = (np.asarray(c) for c in zip(*rows))
+  n, width, total = len(rows), 3, 8
+  loss_mask = np.zeros((n, total), np.float32)
+  for i in range(n):
+    loss_mask[i, prompt[i]:prompt[i] + length[i]] = 1
+  batch = types.SimpleNamespace(episode_id=e, turn_id=t, role_id=a, score=score, reward=correct,
+                                invalid=invalid, loss_mask=loss_mask)
+  valid = (np.arange(width)[None] < length[:, None]).astype(np.float32)
+  rng = np.random.default_rng(0)
+  kl = rng.normal(size=(n, width)).astype(np.float32) * valid
+  values = rng.normal(size=(n, width)).astype(np.float32) * valid
+  algo = types.SimpleNamespace(influence_gamma=0.3, alphas=(1.0, 2.0, 4.0, 8.0), penalty=-10.0,
+                               kl_coef=0.002, gamma=1.0, lam=0.95)
+  rewards, token_advantages, returns = maporl.answer_credit(batch, kl, values, valid, (2, 2, 2),
+                                                            algo)
+
+  v = {(r[0], r[1], r[2]): r[3] for r in rows}
+  want = {}
+  for ep in (0, 1):
+    for ag in (0, 1):
+      later = (v[ep, 1, 0] + v[ep, 1, 1]) / 2
+      want[ep, 0, ag] = (v[ep, 0, ag] + 0.3 * later) / 1.3
+      want[ep, 1, ag] = v[ep, 1, ag]
+  want[0, 1, 0] += 1.0  # a0: agent 1 revised wrong -> right toward its partner's right answer
+  want[0, 0, 1] += 8.0  # a3: agent 2's right answer, and its partner turned right
+  want[1, 1, 0] = -10.0  # no parseable answer
+  np.testing.assert_allclose(rewards, [want[r[0], r[1], r[2]] for r in rows], rtol=1e-6)
+
+  advantages, want_returns = np.zeros((n, width)), np.zeros((n, width))
+  for i in range(n):
+    token_reward = -0.002 * kl[i, :length[i]]
+    token_reward[-1] += rewards[i]
+    running = 0.0
+    for j in reversed(range(length[i])):
+      after = values[i, j + 1] if j + 1 < length[i] else 0.0
+      running = token_reward[j] + after - values[i, j] + 0.95 * running
+      advantages[i, j] = running
+    want_returns[i, :length[i]] = advantages[i, :length[i]] + values[i, :length[i]]
+  np.testing.assert_allclose(returns, want_returns, rtol=1e-5, atol=1e-6)
+  whitened = np.zeros((n, width))
+  for group in {(r[1], r[2]) for r in rows}:
+    members = [i for i in range(n) if (t[i], a[i]) == group]
+    entries = np.concatenate([advantages[i, :length[i]] for i in members])
+    for i in members:
+      whitened[i, :length[i]] = ((advantages[i, :length[i]] - entries.mean())
+                                 / np.sqrt(entries.var(ddof=1) + 1e-8))
+  want_tokens = np.zeros((n, total))
+  for i in range(n):
+    want_tokens[i, prompt[i]:prompt[i] + length[i]] = whitened[i, :length[i]]
+  np.testing.assert_allclose(token_advantages, want_tokens, rtol=1e-4, atol=1e-5)
