@@ -1,10 +1,35 @@
 """Paper tables, one module each (`reproduce(...) -> paths`), driven by `launch.reproduce`."""
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def launch_train(config: str, seed: int, workdir: str, overrides: dict[str, Any] | None = None
+                 ) -> int:
+  """One `python -m launch.train --config=<config>` run (a subprocess) with `seed` and dotted
+  `overrides` in `workdir`; its exit code."""
+  command = [sys.executable, "-m", "launch.train", f"--config={config}", f"--config.seed={seed}",
+             *(f"--config.{k}={v}" for k, v in (overrides or {}).items()),
+             f"--workdir={workdir}"]
+  print("run:", " ".join(command[2:]), flush=True)
+  return subprocess.run(command, env=os.environ).returncode
+
+
+def train_missing(todo: Sequence[tuple[Any, str]], train: Callable[[Any, str], int],
+                  workers: int) -> None:
+  """`train(key, workdir)` for each `(key, workdir)` of `todo`, `workers` at a time; one
+  RuntimeError naming the keys whose runs failed (rerunning resumes them)."""
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    codes = list(pool.map(lambda item: train(*item), todo))
+  failed = [key for (key, _), code in zip(todo, codes) if code]
+  if failed:
+    raise RuntimeError(f"runs failed: {failed} (rerun to resume them)")
 
 
 def write_md_csv(results_dir: str, name: str, md: Sequence[str],

@@ -7,7 +7,6 @@ made by hand are reused; a finished run is never rerun, an interrupted one resum
 """
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import json
 import math
@@ -21,6 +20,7 @@ import numpy as np
 
 from experiments import pretrain
 from experiments.configs import at_grpo as at_grpo_configs
+from experiments.tables import launch_train, train_missing
 from marft.logging import config_hash
 
 CONFIG_FILE = os.path.join(os.path.dirname(at_grpo_configs.__file__), "at_grpo.py")
@@ -73,11 +73,7 @@ def finished(workdir: str, total_steps: int) -> bool:
 
 
 def _train(task: str, regime: str, scale: str, seed: int, workdir: str) -> int:
-  command = [sys.executable, "-m", "launch.train",
-             f"--config={CONFIG_FILE}:{task},{regime},{scale}", f"--config.seed={seed}",
-             f"--workdir={workdir}"]
-  print("run:", " ".join(command[2:]), flush=True)
-  return subprocess.run(command, env=os.environ).returncode
+  return launch_train(f"{CONFIG_FILE}:{task},{regime},{scale}", seed, workdir)
 
 
 def _pretrain_base(task: str, model: str) -> None:
@@ -100,12 +96,8 @@ def run_all(scale: str, seeds: int, runs_dir: str, workers: int = 1,
   if scale in pretrain.BASE_MODELS:  # base models first, one at a time (parallel runs share them)
     for task in sorted({cell[0] for cell, _ in todo}):
       _pretrain_base(task, scale)
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    codes = list(pool.map(lambda item: _train(item[0][0], item[0][1], scale, item[0][2], item[1]),
-                          todo))
-  failed = [cell for (cell, _), code in zip(todo, codes) if code]
-  if failed:
-    raise RuntimeError(f"runs failed: {failed} (rerun to resume them)")
+  train_missing(todo, lambda cell, workdir: _train(cell[0], cell[1], scale, cell[2], workdir),
+                workers)
   return cells
 
 

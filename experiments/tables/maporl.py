@@ -11,11 +11,8 @@ question's final-turn accuracy is paired (an exact sign test on the questions th
 """
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +23,7 @@ from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import pretrain, rl, verifier
 from experiments.configs import maporl as maporl_configs
-from experiments.tables import write_md_csv
+from experiments.tables import launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import (finished, format_percent, read_evals, sign_test_p_value,
                                         verdict)
 from marft.logging import config_hash
@@ -63,10 +60,7 @@ def cells_of(seeds: int, alpha_seeds: int) -> list[tuple[float, int]]:
 
 
 def _train(alpha: float, scale: str, seed: int, workdir: str) -> int:
-  command = [sys.executable, "-m", "launch.train", f"--config={CONFIG_FILE}:{scale},{alpha:g}",
-             f"--config.seed={seed}", f"--workdir={workdir}"]
-  print("run:", " ".join(command[2:]), flush=True)
-  return subprocess.run(command, env=os.environ).returncode
+  return launch_train(f"{CONFIG_FILE}:{scale},{alpha:g}", seed, workdir)
 
 
 def run_all(scale: str, seeds: int, alpha_seeds: int, runs_dir: str, workers: int = 1
@@ -81,11 +75,7 @@ def run_all(scale: str, seeds: int, alpha_seeds: int, runs_dir: str, workers: in
     config = run_config(0.0, scale, 0)
     base, _, _ = rl.base_model(config)
     verifier.load(config, base.config.vocab_size)
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    codes = list(pool.map(lambda item: _train(item[0][0], scale, item[0][1], item[1]), todo))
-  failed = [key for (key, _), code in zip(todo, codes) if code]
-  if failed:
-    raise RuntimeError(f"runs failed: {failed} (rerun to resume them)")
+  train_missing(todo, lambda key, workdir: _train(key[0], scale, key[1], workdir), workers)
   return runs
 
 

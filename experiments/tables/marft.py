@@ -12,11 +12,8 @@ adds the critics' credit assignment where it can be measured exactly.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +24,7 @@ from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import credit_toy, pretrain, rl
 from experiments.configs import marft_ppo as marft_configs
+from experiments.tables import launch_train, train_missing
 from experiments.tables.at_grpo import (finished, format_percent, read_evals, sign_test_p_value,
                                         verdict)
 from marft.logging import config_hash
@@ -80,11 +78,8 @@ def cells_of(seeds: int, ablation_seeds: int) -> list[tuple[tuple[str, str, str]
 
 
 def _train(cell, scale: str, seed: int, workdir: str) -> int:
-  command = [sys.executable, "-m", "launch.train",
-             f"--config={CONFIG_FILE}:{','.join((*cell[:3], scale))}", f"--config.seed={seed}",
-             *(f"--config.{k}={v}" for k, v in _overrides(cell).items()), f"--workdir={workdir}"]
-  print("run:", " ".join(command[2:]), flush=True)
-  return subprocess.run(command, env=os.environ).returncode
+  return launch_train(f"{CONFIG_FILE}:{','.join((*cell[:3], scale))}", seed, workdir,
+                      _overrides(cell))
 
 
 def run_all(scale: str, seeds: int, ablation_seeds: int, runs_dir: str, workers: int = 1
@@ -97,11 +92,7 @@ def run_all(scale: str, seeds: int, ablation_seeds: int, runs_dir: str, workers:
   print(f"MARFT table ({scale}): {len(runs) - len(todo)} of {len(runs)} runs done", flush=True)
   if todo and scale in pretrain.BASE_MODELS:  # the shared base model first, once
     rl.base_model(run_config(todo[0][0][0], scale, 0))
-  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-    codes = list(pool.map(lambda item: _train(item[0][0], scale, item[0][1], item[1]), todo))
-  failed = [key for (key, _), code in zip(todo, codes) if code]
-  if failed:
-    raise RuntimeError(f"runs failed: {failed} (rerun to resume them)")
+  train_missing(todo, lambda key, workdir: _train(key[0], scale, key[1], workdir), workers)
   return runs
 
 
