@@ -172,3 +172,30 @@ def test_marft_ppo_paper_cell_steps_with_chat_prompts(checkpoint):
   assert batch["critic"]["state"].shape == (2, 2, 896)  # [E, T, hidden]
   state, step = job.train_step(job.state, batch)
   assert np.asarray(step["finite"]).all() and np.isfinite(float(step["value_loss"]))
+
+
+@pytest.mark.slow
+def test_maporl_paper_cell_steps_with_chat_prompts(checkpoint, tmp_path):
+  """MAPoRL at the paper scale: two LoRA agents discuss with chat prompts, a verifier of the
+  checkpoint's vocabulary scores every answer, one PPO iteration of both agents and value
+  heads."""
+  from flax import nnx
+  from experiments import maporl
+  from experiments.configs import maporl as maporl_config
+  from marft.models.heads import ScoredLM
+  from marft.models.hf import load_pretrained, save_scored_lm
+  model, model_config = load_pretrained(str(checkpoint), dtype="float32")
+  save_scored_lm(ScoredLM(model, rngs=nnx.Rngs(0)), model_config, str(tmp_path / "verifier"))
+  config = maporl_config.get_config("paper,1")
+  config.update_from_flattened_dict({
+      "model.path": str(checkpoint), "model.dtype": "float32", "task.num_tasks": 1,
+      "verifier.path": str(tmp_path / "verifier"), "rollout.max_new_tokens": 12,
+      "task.env.max_turns": 2})
+  assert config.task.prompt_style == "chat" and config.policies.lora_rank == 8
+  job = maporl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, metrics = job.batch_fn(job.state)
+  assert batch["policy"]["tokens"].shape[-1] > 100  # chat prompts
+  assert batch["critic"]["tokens"].shape[:3] == (2, 2, 2)  # [E, T, A, ...]
+  assert metrics["train/penalised_answers"] == 8  # a random model writes no <answer> tag
+  state, step = job.train_step(job.state, batch)
+  assert np.asarray(step["finite"]).all() and np.isfinite(float(step["value_loss"]))
