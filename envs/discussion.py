@@ -13,8 +13,10 @@ The verifier reads `scoring_prompt`: the question alone (compact `S <question>`)
 response, so a score judges the answer, not the discussion.
 
 Scores come from the rollout engine's scorer (`observe_scores`); without one (demonstrations
-for a base model) a stand-in is shown: a draw, fixed by the question, turn, agent and answer,
-from U[0.5, 1) for a correct answer and U[0, 0.6) for a wrong one (an imperfect verifier).
+for a base model, or MAPoRL with `verifier.kind = stand_in`) a stand-in is shown: a draw, fixed
+by the question, turn, agent and answer, from U[0.5, 1) for a correct answer and U[0, 0.6) for
+a wrong one (a nearly exact verifier: AUC 1 - 1/60). Each action's outcome carries the score
+shown, so the rollout's rows keep it either way.
 
 Rewards: local 1 for a correct answer, else 0 (an unparseable answer is wrong and invalid); team
 reward at the last turn the fraction of agents right. Success: at least half the final answers
@@ -135,7 +137,7 @@ class DiscussionWorkflow(Workflow):
       if score is None:
         score = stand_in_score(self.checker.question, self.turn, role, answer, correct)
       graded[role] = (answer, bool(correct), float(score))
-      outcomes[role] = RoleOutcome(float(correct), answer is None)
+      outcomes[role] = RoleOutcome(float(correct), answer is None, float(score))
     self.history.append(graded)
     self.scores = {}
     last = self.turn == self.max_turns - 1

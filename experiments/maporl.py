@@ -3,8 +3,8 @@ answers rewarded by the influence-aware reward plus the collaboration incentives
 agent's policy (with its value head) trained by PPO on its own responses.
 
 Each iteration: `algo.k` discussions per question with the current policies, the verifier
-(`experiments.verifier.load`) scoring every answer as it is given (the scores are shown at the
-next turn); answer rewards `maporl.discussion_rewards` over the `[discussion, turn, agent]`
+(`experiments.verifier.load`; `verifier.kind = stand_in`: the discussion's nearly exact stand-in
+scores instead) scoring every answer as it is given (the scores are shown at the next turn); answer rewards `maporl.discussion_rewards` over the `[discussion, turn, agent]`
 grid; per response token the reward -kl_coef * KL(pi || pi_ref) plus the answer's reward on its
 last token (`maporl.token_rewards`, the reference model the base); token values from one value
 head per agent on the frozen base trunk (`critic.kind = per_agent`); `maporl.response_gae`
@@ -40,6 +40,10 @@ from marft.sampling import shape_bucket
 from marft.train_step import make_train_step
 
 WORKFLOW = "discussion"
+# `model`: a trained verifier (`experiments.verifier`); `stand_in`: the discussion's stand-in
+# scores (`envs.discussion.stand_in_score`, nearly exact: AUC 1 - 1/60), the ablation that
+# separates the verifier's quality from the method.
+VERIFIER_KINDS = ("model", "stand_in")
 
 
 def check_config(config: Any) -> None:
@@ -60,8 +64,18 @@ def check_config(config: Any) -> None:
     raise common.ConfigError(f"algo.minibatches={algo.minibatches}: choose 1, 2, 4 or 8")
   if config.critic.updates < 1:
     raise common.ConfigError(f"critic.updates={config.critic.updates}: at least 1")
+  kind = config.verifier.get("kind", "model")
+  if kind not in VERIFIER_KINDS:
+    raise common.ConfigError(f"verifier.kind={kind!r}: choose from {VERIFIER_KINDS}")
   if not 0.0 <= algo.influence_gamma <= 1.0:
     raise common.ConfigError(f"algo.influence_gamma={algo.influence_gamma}: in [0, 1]")
+
+
+def make_scorer(config: Any, vocab_size: int, pad_id: int) -> Any:
+  """The rollout engine's scorer of `config.verifier`; None for the stand-in scores."""
+  if config.verifier.get("kind", "model") == "stand_in":
+    return None
+  return verifier.make_scorer(verifier.load(config, vocab_size), pad_id)
 
 
 def turn_accuracy(batch: Any, num_turns: int) -> list[float]:
@@ -80,8 +94,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   if not callable(getattr(model, "hidden_states", None)):
     raise common.ConfigError(f"{type(model).__name__} exposes no hidden states: value heads "
                              "need a model with `hidden_states(tokens)`")
-  scorer = verifier.make_scorer(verifier.load(config, setup.model_config.vocab_size),
-                                tokenizer.pad_id)
+  scorer = make_scorer(config, setup.model_config.vocab_size, tokenizer.pad_id)
   algo, critic_cfg = config.algo, config.critic
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1

@@ -42,6 +42,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "model.base": "",
     "algo.critic_warmup_steps": 0,
     "task.prompt_style": "compact",
+    "verifier.kind": "model",
 }
 
 

@@ -1,5 +1,5 @@
 """`launch.reproduce --table=maporl` on finished runs: cells, per-turn means, alone vs team,
-the paired test, reuse of finished runs."""
+the paired test, the verifier ablation rows, reuse of finished runs."""
 import json
 import os
 
@@ -8,11 +8,13 @@ import pytest
 
 from experiments.tables import maporl as table
 
+MODEL, STAND_IN = table.SWEEP_CELLS[0], table.ABLATION_CELLS[0]
 
-def _fake_run(runs_dir, alpha, seed, first, last):
+
+def _fake_run(runs_dir, cell, seed, first, last):
   """A finished run whose step-0 / last evaluations give greedy turn accuracies `first` /
-  `last` (sampled: half of greedy; agent p alone: the final greedy turn minus 0.1 (p + 1))."""
-  config = table.run_config(alpha, "tiny", seed)
+  `last` (sampled: half of greedy; agent p alone: the greedy value minus 0.1 (p + 1))."""
+  config = table.run_config(cell, "tiny", seed)
   workdir = table.run_dir(str(runs_dir), config)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
@@ -30,40 +32,57 @@ def _fake_run(runs_dir, alpha, seed, first, last):
 def test_table_from_finished_runs(tmp_path, monkeypatch):
   base = (0.25, 0.25, 0.25)
   for seed, last in enumerate(((0.3, 0.4, 0.5), (0.3, 0.4, 0.3))):
-    _fake_run(tmp_path, 0.0, seed, base, last)
-  for alpha in table.ALPHAS[1:]:
-    _fake_run(tmp_path, alpha, 0, base, (0.25, 0.25, 0.26))
+    _fake_run(tmp_path, MODEL, seed, base, last)
+  for cell in table.SWEEP_CELLS[1:]:
+    _fake_run(tmp_path, cell, 0, base, (0.25, 0.25, 0.26))
+  for cell in table.ABLATION_CELLS:
+    _fake_run(tmp_path, cell, 0, (0.3, 0.35, 0.4), (0.3, 0.6, 0.7))
   monkeypatch.setattr(table, "_train", lambda *a: pytest.fail(f"reran a finished run {a}"))
   runs = table.run_all("tiny", 2, 1, str(tmp_path))
-  assert sorted(runs) == [(0.0, 0), (0.0, 1), (0.5, 0), (1.0, 0), (2.0, 0)]
+  assert sorted(runs) == sorted([(MODEL, 0), (MODEL, 1)]
+                                + [(c, 0) for c in table.SWEEP_CELLS[1:] + table.ABLATION_CELLS])
 
-  # 256 questions: the base is right on the first 64; a trained team on the first 100 and
-  # wrong on 4 of the base's (gained 40, lost 4).
-  base_acc = np.zeros(256)
-  base_acc[:64] = 1.0
-  trained_acc = np.zeros(256)
-  trained_acc[4:104] = 1.0
-  monkeypatch.setattr(table, "final_turn_accuracy", lambda config, directories: (
-      base_acc if len(directories) == 1 else trained_acc))
+  # 256 questions: the base team is right on the first 64; a trained team on 4..103 (gained
+  # 40, lost 4). With the stand-in verifier the base is right on the first 100 and a trained
+  # team on 0..179 (gained 80, lost 0).
+  def accuracy(config, directories):
+    out = np.zeros(256)
+    stand_in = config.verifier.kind == "stand_in"
+    if len(directories) == 1:
+      out[:100 if stand_in else 64] = 1.0
+    else:
+      out[0 if stand_in else 4:180 if stand_in else 104] = 1.0
+    return out
+
+  monkeypatch.setattr(table, "final_turn_accuracy", accuracy)
   monkeypatch.setattr(table, "_verifier_evals", lambda config: {
       "eval/auc": 0.7, "eval/examples": 3072, "eval/correct_fraction": 0.1,
       "eval/score_correct": 0.6, "eval/score_wrong": 0.4})
   md_path, csv_path, png_path = table.write_table(runs, "tiny", 2, 1, str(tmp_path / "out"))
   md = open(md_path).read()
   lines = md.splitlines()
-  row = next(line for line in lines if line.startswith("| MAPoRL, alpha 0 |"))
+  rows = [line for line in lines if line.startswith("| MAPoRL, alpha 0 |")]
+  turn_row, alone_row = rows
   # Greedy turns: 30 ± 0, 40 ± 0, (50 + 30) / 2 = 40 ± 10; sampled: half of those.
-  assert "| 30.0 ± 0.0 | 40.0 ± 0.0 | 40.0 ± 10.0 | 15.0 ± 0.0 | 20.0 ± 0.0 | 20.0 ± 5.0 |" in row
+  assert "| 30.0 ± 0.0 | 40.0 ± 0.0 | 40.0 ± 10.0 | 15.0 ± 0.0 | 20.0 ± 0.0 | 20.0 ± 5.0 |" \
+      in turn_row
   p = table.sign_test_p_value(40, 4)
-  assert row.endswith(f"| 40 / 4, p = {p:.2g}; 40 / 4, p = {p:.2g} |") and p < 1e-7
-  base_row = next(line for line in lines if line.startswith("| Base model (both agents)"))
+  assert turn_row.endswith(f"| 40 / 4, p = {p:.2g}; 40 / 4, p = {p:.2g} |") and p < 1e-7
+  base_row = next(line for line in lines if line.startswith("| Base model |"))
   assert "| 25.0 ± 0.0 | 25.0 ± 0.0 | 25.0 ± 0.0 | 12.5 ± 0.0 |" in base_row
-  alone = next(line for line in lines if line.startswith("| MAPoRL, alpha 0 |")
-               and line != row)
   # Team 40 ± 10; agent 1 alone 30 ± 10; agent 2 alone 20 ± 10 (greedy).
-  assert alone.startswith("| MAPoRL, alpha 0 | 40.0 ± 10.0 | 30.0 ± 10.0 | 20.0 ± 10.0 |")
-  assert "- alpha 0: trained team (40.0) > base team (25.0), greedy final turn: holds" in md
-  assert "- alpha 2: trained team (26.0) > base team (25.0), greedy final turn: holds only " \
-         "within noise" in md
+  assert alone_row.startswith("| MAPoRL, alpha 0 | 40.0 ± 10.0 | 30.0 ± 10.0 | 20.0 ± 10.0 |")
+  stand_in = next(line for line in lines
+                  if line.startswith("| MAPoRL, alpha 0, stand-in verifier |"))
+  assert "| 30.0 | 60.0 | 70.0 |" in stand_in and stand_in.endswith(
+      f"| 80 / 0, p = {table.sign_test_p_value(80, 0):.2g} |")
+  assert any(line.startswith("| Base model, stand-in verifier | 30.0 | 35.0 | 40.0 |")
+             for line in lines)
+  # 40 vs 30 on 256 questions: 2 SE = 2 sqrt((0.4 * 0.6 + 0.3 * 0.7) / 256) = 8.4 points.
+  assert ("- MAPoRL, alpha 0: trained team (40.0) > base team (25.0): holds; final turn > turn "
+          "1 (30.0): holds; team > its agents alone (25.0): holds.") in md
+  assert "- MAPoRL, alpha 2: trained team (26.0) > base team (25.0): holds only within noise" in md
+  assert "- MAPoRL, alpha 0, stand-in verifier: trained team (70.0) > base team (40.0): holds" \
+      in md
   assert "**0.700**" in md
   assert os.path.getsize(png_path) > 0 and "paired_p_seed1" in open(csv_path).read()

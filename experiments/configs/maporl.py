@@ -42,7 +42,7 @@ def get_config(cell: str = "tiny") -> ml_collections.ConfigDict:
                      if on_cpu else dict(max_turns=3, agents=2)),
                 num_tasks=16 if on_cpu else 32, eval_tasks=256)
   c.policies = dict(mapping={"agent1": 0, "agent2": 1}, lora_rank=0 if on_cpu else 8)
-  c.verifier = dict(path="")
+  c.verifier = dict(path="", kind="model")
   c.rollout = dict(max_new_tokens=8 if on_cpu else 300, temperature=1.0)
   c.algo = dict(name="maporl", k=2, alphas=(alpha,) * 4, influence_gamma=0.3, penalty=-10.0,
                 kl_coef=0.002, gamma=1.0, lam=0.95, clip_eps=0.2, vf_coef=0.1,

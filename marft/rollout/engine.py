@@ -106,7 +106,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
 
   With a `scorer`, every response a workflow wants scored (`Workflow.scoring_prompt`) is
   scored in one call per iteration, on its scoring prompt followed by the response, and the
-  workflow sees the scores (`observe_scores`) before it acts; rows keep them (`score`).
+  workflow sees the scores (`observe_scores`) before it acts; rows keep them (`score`), or the
+  score a workflow's outcome reports (`RoleOutcome.score`: one it showed without a scorer).
   """
   roles = workflows[0].roles
   for role in roles:
@@ -175,6 +176,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
         rows[row].reward = float(outcome.reward)
         rows[row].team_reward = float(result.team_reward)
         rows[row].invalid = bool(outcome.invalid)
+        if outcome.score is not None:
+          rows[row].score = float(outcome.score)
         score += float(outcome.reward)
         invalid[role] += int(outcome.invalid)
         actions[role] += 1

@@ -20,10 +20,12 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 @dataclasses.dataclass
 class RoleOutcome:
-  """What one role's action earned: its local reward, and whether it failed to parse."""
+  """What one role's action earned: its local reward, whether it failed to parse, and the
+  verifier score the workflow showed for it (None: not scored)."""
 
   reward: float
   invalid: bool = False
+  score: float | None = None
 
 
 @dataclasses.dataclass

@@ -40,6 +40,13 @@ def test_check_config_names_the_bad_key(key, value, message):
     maporl.check_config(_config(**{key: value}))
 
 
+def test_an_unknown_verifier_kind_is_one_config_error():
+  c = _config()
+  c.verifier.kind = "oracle"
+  with pytest.raises(common.ConfigError, match="verifier.kind='oracle'"):
+    maporl.check_config(c)
+
+
 def test_only_the_discussion_workflow_is_trained():
   c = _config()
   c.task.workflow = "single"

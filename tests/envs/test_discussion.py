@@ -333,3 +333,32 @@ def test_engine_scores_rows_and_shows_digits_next_turn():
   # Success: task 0 ends with 1 of 2 right (success), task 1 with 1 of 2 right (success).
   assert rollout.metrics["rollout/success_rate"] == 1.0
   assert rollout.metrics["rollout/invalid_actions"] == 2.0
+
+
+def test_without_a_scorer_rows_keep_the_stand_in_scores_shown():
+  """No verifier: the rows' scores are the stand-in scores the workflow showed (the digits of
+  turn 2's prompts are theirs), in the stand-in's ranges for right and wrong answers."""
+  task = task_of(13)
+  answer = task["answer"]
+  plan = [str(answer), str(answer + 2), str(answer + 2), str(answer)]  # turn 1 a1, a2; turn 2
+  prompts_seen = []
+
+  def sample(prompts, key):
+    del key
+    prompts_seen.append([TOK.decode(p) for p in prompts])
+    out = []
+    for _ in prompts:
+      ids = TOK.encode(plan.pop(0)) + [TOK.eos_id]
+      out.append(Sample(np.asarray(ids, np.int32), np.zeros(len(ids), np.float32)))
+    return out
+
+  rollout = collect([make(task, agents=2, max_turns=2)], [sample], TOK, jax.random.key(0),
+                    mapping={"agent1": 0, "agent2": 0}, config=RolloutConfig(k=1, tree=False))
+  b = rollout.batch
+  np.testing.assert_array_equal(b.reward, [1, 0, 0, 1])
+  right, wrong = b.score[b.reward > 0], b.score[b.reward == 0]
+  assert ((right >= 0.5) & (right < 1.0)).all() and ((wrong >= 0.0) & (wrong < 0.6)).all()
+  digits = [str(min(9, int(s * 10 + 1e-6))) for s in b.score[:2]]
+  q = task["question"]
+  assert prompts_seen[1] == [f"D {q} Y{answer}:{digits[0]} O{answer + 2}:{digits[1]}\n>",
+                             f"D {q} Y{answer + 2}:{digits[1]} O{answer}:{digits[0]}\n>"]
