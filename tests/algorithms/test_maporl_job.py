@@ -221,3 +221,29 @@ def test_resuming_gives_the_same_metrics(tmp_path):
   for key in ("train/loss", "train/value_loss", "train/kl", "train/explained_variance",
               "train/answer_reward"):
     assert resumed[key] == straight[key], key
+
+
+def test_a_ppo_step_follows_the_advantages(tmp_path):
+  """The cheap variant of the slow training test: after one update, each agent's response
+  tokens' log-probs moved with their advantages, sum A (logp' - logp) > 0 (a flipped sign or
+  advantages on the wrong rows would make it negative or zero)."""
+  import jax
+  import jax.numpy as jnp
+  from marft import sharding
+  from marft.logprobs import next_token_logprobs
+  from marft.models.hf import load_pretrained
+  from marft.policies import policy_params, stack_policies
+  config = _job_config(tmp_path, **{"optimizer.lr": 1e-4, "algo.minibatches": 1,
+                                    "task.num_tasks": 4})
+  job = maporl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  before = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), job.state.params)
+  batch, _ = job.batch_fn(job.state)
+  state, _ = job.train_step(job.state, batch)
+  graphdef, _, _ = stack_policies(load_pretrained(str(tmp_path / "hf"))[0], 2)
+  rows = batch["policy"]
+  for p in (0, 1):
+    tokens = jnp.asarray(rows["tokens"][p])
+    old = next_token_logprobs(nnx.merge(graphdef, policy_params(before, p)), tokens)
+    new = next_token_logprobs(nnx.merge(graphdef, policy_params(state.params, p)), tokens)
+    weight = rows["advantages"][p][:, 1:] * rows["loss_mask"][p][:, 1:]
+    assert float((np.asarray(new - old) * weight).sum()) > 0, p
