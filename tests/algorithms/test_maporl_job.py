@@ -225,8 +225,9 @@ def test_resuming_gives_the_same_metrics(tmp_path):
 
 def test_a_ppo_step_follows_the_advantages(tmp_path):
   """The cheap variant of the slow training test: after one update, each agent's response
-  tokens' log-probs moved with their advantages, sum A (logp' - logp) > 0 (a flipped sign or
-  advantages on the wrong rows would make it negative or zero)."""
+  tokens' log-probs moved with the advantages of its batch, sum A (logp' - logp) > 0 (seen
+  red with the loss's advantages negated); the advantages themselves are checked by
+  `test_answer_credit_against_a_hand_computation`."""
   import jax
   import jax.numpy as jnp
   from marft import sharding
