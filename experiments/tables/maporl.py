@@ -2,8 +2,8 @@
 base model and for the agents co-trained with MAPoRL, each trained agent alone vs with its
 partner, the incentive sweep (alpha in {0, 0.5, 1, 2}) and a verifier ablation.
 
-Every (cell, seed), a cell being (alpha, verifier kind), is one run of
-`experiments/configs/maporl.py:<scale>,<alpha>` (with `verifier.kind`) in
+Every (cell, seed), a cell being (alpha, variant), is one run of
+`experiments/configs/maporl.py:<scale>,<alpha>` (with the variant's overrides) in
 `<runs_dir>/maporl-<config hash>` (the directory `launch.train` picks by default, so runs made
 by hand are reused). The base rows are the runs' step-0 evaluations (one base model; one per
 verifier kind, since the scores shown differ). For every run the base team and the exported
@@ -36,10 +36,17 @@ from marft.tokenizers import CharTokenizer
 
 CONFIG_FILE = os.path.join(os.path.dirname(maporl_configs.__file__), "maporl.py")
 MODES = ("greedy", "sampled")
-# A cell: (alpha, verifier kind). The incentive sweep with the trained verifier, then the
-# verifier ablation: the nearly exact stand-in scores (`experiments.maporl.VERIFIER_KINDS`).
-SWEEP_CELLS = ((0.0, "model"), (0.5, "model"), (1.0, "model"), (2.0, "model"))
-ABLATION_CELLS = ((0.0, "stand_in"), (1.0, "stand_in"))
+# A cell: (alpha, variant). The incentive sweep as MAPoRL states it, then the ablations: the
+# nearly exact stand-in verifier (`experiments.maporl.VERIFIER_KINDS`), and a penalty for an
+# unparseable answer on the scale of the rewards (-1) in place of MAPoRL's -10.
+VARIANTS = {"": {}, "stand_in": {"verifier.kind": "stand_in"},
+            "penalty1": {"algo.penalty": -1.0},
+            "stand_in,penalty1": {"verifier.kind": "stand_in", "algo.penalty": -1.0}}
+VARIANT_LABELS = {"": "", "stand_in": ", stand-in verifier", "penalty1": ", penalty -1",
+                  "stand_in,penalty1": ", stand-in verifier, penalty -1"}
+SWEEP_CELLS = ((0.0, ""), (0.5, ""), (1.0, ""), (2.0, ""))
+ABLATION_CELLS = ((0.0, "stand_in"), (1.0, "stand_in"), (0.0, "penalty1"),
+                  (0.0, "stand_in,penalty1"))
 # MAPoRL (Park et al. 2025; Phi-3-mini, Llama-3-8B, Qwen2.5-3B on GSM8K and ANLI, two agents,
 # three turns), as its abstract and Sec. 5 state them; no per-turn number could be read here.
 PAPER_CLAIMS = (
@@ -50,13 +57,16 @@ PAPER_CLAIMS = (
 
 
 def label(cell: tuple[float, str]) -> str:
-  alpha, kind = cell
-  return f"MAPoRL, alpha {alpha:g}" + (", stand-in verifier" if kind == "stand_in" else "")
+  return f"MAPoRL, alpha {cell[0]:g}{VARIANT_LABELS[cell[1]]}"
+
+
+def verifier_kind(cell: tuple[float, str]) -> str:
+  return VARIANTS[cell[1]].get("verifier.kind", "model")
 
 
 def run_config(cell: tuple[float, str], scale: str, seed: int) -> Any:
   config = maporl_configs.get_config(f"{scale},{cell[0]:g}")
-  config.verifier.kind = cell[1]
+  config.update_from_flattened_dict(VARIANTS[cell[1]])
   config.seed = seed
   return config
 
@@ -73,8 +83,7 @@ def cells_of(seeds: int, ablation_seeds: int) -> list[tuple[tuple[float, str], i
 
 
 def _train(cell: tuple[float, str], scale: str, seed: int, workdir: str) -> int:
-  overrides = {"verifier.kind": cell[1]} if cell[1] != "model" else {}
-  return launch_train(f"{CONFIG_FILE}:{scale},{cell[0]:g}", seed, workdir, overrides)
+  return launch_train(f"{CONFIG_FILE}:{scale},{cell[0]:g}", seed, workdir, VARIANTS[cell[1]])
 
 
 def run_all(scale: str, seeds: int, ablation_seeds: int, runs_dir: str, workers: int = 1
@@ -158,13 +167,13 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
   config = run_config(SWEEP_CELLS[0], scale, 0)
   test_size, turns = config.task.eval_tasks, config.task.env.max_turns
   cells = [c for c in SWEEP_CELLS + ABLATION_CELLS if any(k[0] == c for k in runs)]
-  kinds = sorted({c[1] for c in cells}, key=lambda k: k != "model")
+  kinds = sorted({verifier_kind(c) for c in cells}, key=lambda k: k != "model")
   # The base team's step-0 evaluation and per-question accuracy, under each verifier kind.
-  base_cell = {kind: next(c for c in cells if c[1] == kind) for kind in kinds}
+  base_cell = {kind: next(c for c in cells if verifier_kind(c) == kind) for kind in kinds}
   base_accuracy = {kind: final_turn_accuracy(run_config(base_cell[kind], scale, 0),
                                              [rl.base_model_path(config)]) for kind in kinds}
-  pairs = {key: paired(run_config(key[0], scale, key[1]), d, base_accuracy[key[0][1]])
-           for key, d in sorted(runs.items())}
+  pairs = {key: paired(run_config(key[0], scale, key[1]), d,
+                       base_accuracy[verifier_kind(key[0])]) for key, d in sorted(runs.items())}
   turn_metric = lambda mode, k: f"eval/{mode}_turn{k}_accuracy"
   base_label = {"model": "Base model", "stand_in": "Base model, stand-in verifier"}
   md = [f"# MAPoRL table, {scale} scale", "",
@@ -174,7 +183,8 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
         "scores every answer and the score is shown to both agents at the next turn: the "
         "trained verifier (`experiments/configs/verifier_math.py`), or in the ablation rows "
         "the nearly exact stand-in scores (U[0.5, 1) for a right answer, U[0, 0.6) for a wrong "
-        "one; AUC 0.98). Alpha sets all four incentives a0..a3. Mean ± std over seeds "
+        "one; AUC 0.98). Alpha sets all four incentives a0..a3; an unparseable answer earns "
+        "MAPoRL's -10, or -1 in the `penalty -1` rows. Mean ± std over seeds "
         f"({seeds} for alpha 0, {ablation_seeds} for the other rows). Base = the runs' step-0 "
         "evaluation. Paired: each run's trained team and the base team on the same questions, "
         "greedy, final turn: questions gained / lost and the one-sided exact sign test, per "
@@ -201,7 +211,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
 
   for kind in kinds:
     md.append(turn_row(base_label[kind], base_cell[kind], "first") + " |")
-    for cell in (c for c in cells if c[1] == kind):
+    for cell in (c for c in cells if verifier_kind(c) == kind):
       seeds_of = sorted(s for c, s in runs if c == cell)
       paired_text = "; ".join(f"{pairs[cell, s]['gained']} / {pairs[cell, s]['lost']}, "
                               f"p = {pairs[cell, s]['p']:.2g}" for s in seeds_of)
@@ -220,7 +230,8 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
                                                     f"eval/{prefix}{mode}_accuracy")
   for kind in kinds:
     for row, cell, which in ([(base_label[kind], base_cell[kind], "first")]
-                             + [(label(c), c, "last") for c in cells if c[1] == kind]):
+                             + [(label(c), c, "last") for c in cells
+                                if verifier_kind(c) == kind]):
       texts = []
       for mode in MODES:
         for prefix in ("", "alone0/", "alone1/"):
@@ -235,7 +246,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
     base_first = np.mean(_values(runs, base_cell[kind], "first", turn_metric("greedy", 1)))
     md.append(f"- {base_label[kind]}: final turn ({100 * base:.1f}) > turn 1 "
               f"({100 * base_first:.1f}): {verdict(base, base_first, test_size)}.")
-    for cell in (c for c in cells if c[1] == kind):
+    for cell in (c for c in cells if verifier_kind(c) == kind):
       team = np.mean(final(cell, "last", "", "greedy"))
       first = np.mean(_values(runs, cell, "last", turn_metric("greedy", 1)))
       alone = np.mean([np.mean(final(cell, "last", f"alone{p}/", "greedy")) for p in (0, 1)])
@@ -276,7 +287,7 @@ def _plot(runs, cells, base_cell, turns: int, path: str) -> None:
     ax.plot(x, curve(cell, "first"), "k--" if kind == "model" else "k:",
             label="base" + (", stand-in verifier" if kind == "stand_in" else ""))
   for cell in cells:
-    ax.plot(x, curve(cell, "last"), "o-" if cell[1] == "model" else "s:", label=label(cell))
+    ax.plot(x, curve(cell, "last"), "o-" if not cell[1] else "s:", label=label(cell))
   ax.set_xticks(x)
   ax.set_xlabel("discussion turn")
   ax.set_ylabel("greedy test accuracy %")
