@@ -41,12 +41,16 @@ MODES = ("greedy", "sampled")
 # unparseable answer on the scale of the rewards (-1) in place of MAPoRL's -10.
 VARIANTS = {"": {}, "stand_in": {"verifier.kind": "stand_in"},
             "penalty1": {"algo.penalty": -1.0},
-            "stand_in,penalty1": {"verifier.kind": "stand_in", "algo.penalty": -1.0}}
+            "stand_in,penalty1": {"verifier.kind": "stand_in", "algo.penalty": -1.0},
+            "stand_in,penalty1,long": {"verifier.kind": "stand_in", "algo.penalty": -1.0,
+                                       "total_steps": 100, "eval_every": 25,
+                                       "checkpoint_every": 25}}
 VARIANT_LABELS = {"": "", "stand_in": ", stand-in verifier", "penalty1": ", penalty -1",
-                  "stand_in,penalty1": ", stand-in verifier, penalty -1"}
+                  "stand_in,penalty1": ", stand-in verifier, penalty -1",
+                  "stand_in,penalty1,long": ", stand-in verifier, penalty -1, 100 steps"}
 SWEEP_CELLS = ((0.0, ""), (0.5, ""), (1.0, ""), (2.0, ""))
 ABLATION_CELLS = ((0.0, "stand_in"), (1.0, "stand_in"), (0.0, "penalty1"),
-                  (0.0, "stand_in,penalty1"))
+                  (0.0, "stand_in,penalty1"), (0.0, "stand_in,penalty1,long"))
 # MAPoRL (Park et al. 2025; Phi-3-mini, Llama-3-8B, Qwen2.5-3B on GSM8K and ANLI, two agents,
 # three turns), as its abstract and Sec. 5 state them; no per-turn number could be read here.
 PAPER_CLAIMS = (
