@@ -85,4 +85,7 @@ def test_table_from_finished_runs(tmp_path, monkeypatch):
   assert "- MAPoRL, alpha 0, stand-in verifier: trained team (70.0) > base team (40.0): holds" \
       in md
   assert "**0.700**" in md
+  # The fake paired accuracies (e.g. 100 / 256 for a trained team) are not the runs' own final
+  # evaluations (0.5 for seed 0): the table says so rather than hiding it.
+  assert "the runs' own greedy final-turn accuracies: NO: MAPoRL, alpha 0 seed 0" in md
   assert os.path.getsize(png_path) > 0 and "paired_p_seed1" in open(csv_path).read()
