@@ -47,7 +47,8 @@ Scorer = Callable[[Sequence[Sequence[int]]], np.ndarray]
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
   """`k` copies per task; `tree` sampling or independent copies, and which candidate a tree
-  continues from (`"best"` or `"sampled"`); sampling settings; threads for environment steps."""
+  continues from (`"best"` or `"sampled"`); sampling settings; threads for environment steps;
+  the most prompts one `generate` call takes (a larger stage is generated in chunks)."""
 
   k: int = 4
   tree: bool = True
@@ -57,12 +58,17 @@ class RolloutConfig:
   top_k: int = 0
   top_p: float = 1.0
   env_workers: int = 8  # threads stepping environments (they overlap sandbox subprocesses)
+  max_batch: int = 4096  # prompts per generate call: bounds its KV cache and logits
 
 
 def model_sampler(model: Any, tokenizer: Any, config: RolloutConfig) -> Sampler:
   """A Sampler over `marft.sampling.generate` for one policy's model."""
 
   def sample(prompts: Sequence[Sequence[int]], key: jax.Array) -> list[Sample]:
+    if len(prompts) > config.max_batch:  # chunk c samples with fold_in(key, c)
+      step = config.max_batch
+      return [s for c, start in enumerate(range(0, len(prompts), step))
+              for s in sample(prompts[start:start + step], jax.random.fold_in(key, c))]
     lengths = np.asarray([len(p) for p in prompts], np.int32)
     padded = np.full((len(prompts), prompt_bucket(lengths.max())), tokenizer.pad_id, np.int32)
     for row, prompt in enumerate(prompts):

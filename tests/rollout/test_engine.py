@@ -107,3 +107,25 @@ def test_missing_role_mapping_is_a_clear_error():
   with pytest.raises(ValueError, match="plan"):
     collect([GuessWorkflow({"target": "3"}, 1)], [scripted([])], TOK, jax.random.key(0),
             mapping={"tool": 0}, config=RolloutConfig(k=1))
+
+
+def test_a_stage_larger_than_max_batch_is_generated_in_chunks(monkeypatch):
+  """`max_batch` bounds each generate call (a verifier's data set of thousands of questions
+  once asked for one 27 GB call); greedy chunks give exactly the one-call samples."""
+  from marft.models.config import get_model_config
+  from marft.models.decoder import build_model
+  from marft.rollout import engine
+  model = build_model(get_model_config("tiny", num_layers=1, vocab_size=TOK.vocab_size))
+  prompts = [TOK.encode(f"Q{i} {'x' * (i % 4)}") for i in range(7)]
+  sizes = []
+  real = engine.generate
+  monkeypatch.setattr(engine, "generate", lambda m, tokens, *a, **k: (
+      sizes.append(len(tokens)), real(m, tokens, *a, **k))[1])
+  greedy = dict(k=1, tree=False, temperature=0.0, max_new_tokens=4)
+  whole = engine.model_sampler(model, TOK, RolloutConfig(**greedy))(prompts, jax.random.key(0))
+  chunked = engine.model_sampler(model, TOK, RolloutConfig(**greedy, max_batch=3))(
+      prompts, jax.random.key(0))
+  assert sizes == [7, 3, 3, 1]
+  for a, b in zip(whole, chunked, strict=True):
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5, atol=1e-6)
