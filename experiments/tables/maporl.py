@@ -292,7 +292,7 @@ def _plot(runs, cells, base_cell, turns: int, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5.6, 3.6))
+  fig, ax = plt.subplots(figsize=(8.4, 3.6))
   x = np.arange(1, turns + 1)
   curve = lambda cell, which: [100 * np.mean(_values(runs, cell, which,
                                                       f"eval/greedy_turn{k}_accuracy"))
@@ -305,7 +305,7 @@ def _plot(runs, cells, base_cell, turns: int, path: str) -> None:
   ax.set_xticks(x)
   ax.set_xlabel("discussion turn")
   ax.set_ylabel("greedy test accuracy %")
-  ax.legend(fontsize=6)
+  ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
