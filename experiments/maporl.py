@@ -227,6 +227,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      export=export,
                      provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
+                                 "verifier": ("stand_in" if scorer is None
+                                              else os.path.abspath(verifier.path_of(config))),
                                  "task_settings": task_cfg},
                      progress_keys=("eval/greedy_accuracy", "rollout/turn3_accuracy",
                                     "train/answer_reward"))

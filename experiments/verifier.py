@@ -197,15 +197,22 @@ def run_dir(config: Any) -> str:
   return os.path.join(ROOT, f"{config.task.name}-{config_hash(config.to_dict())}")
 
 
+def path_of(config: Any) -> str:
+  """Where a MAPoRL config's verifier is read from: `verifier.path`, else its recipe's export."""
+  path = config.verifier.get("path", "")
+  if path:
+    return path
+  return os.path.join(run_dir(recipe(config.task.name, config.model.name)), EXPORT)
+
+
 def load(config: Any, vocab_size: int) -> ScoredLM:
   """The verifier a MAPoRL config names (`verifier.path`: a `save_scored_lm` directory), else
   its recipe's (trained and cached on first use); one ConfigError when it cannot be read or its
   vocabulary is not the policies'."""
-  path = config.verifier.get("path", "")
-  if not path:
+  path = path_of(config)
+  if not config.verifier.get("path", ""):
     vconfig = recipe(config.task.name, config.model.name)
     directory = run_dir(vconfig)
-    path = os.path.join(directory, EXPORT)
     if not os.path.exists(os.path.join(path, "config.json")):
       print(f"no verifier for {config.task.name} yet: training it in {directory}", flush=True)
       trainer.run(vconfig, directory, build(vconfig, sharding.make_mesh(**vconfig.mesh)))

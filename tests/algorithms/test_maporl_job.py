@@ -248,3 +248,23 @@ def test_a_ppo_step_follows_the_advantages(tmp_path):
     new = next_token_logprobs(nnx.merge(graphdef, policy_params(state.params, p)), tokens)
     weight = rows["advantages"][p][:, 1:] * rows["loss_mask"][p][:, 1:]
     assert float((np.asarray(new - old) * weight).sum()) > 0, p
+
+
+def test_resuming_with_another_verifier_is_refused(tmp_path):
+  """The verifier is part of what a run depends on: a run resumed over another verifier (a
+  retrained recipe, another path) would mix two reward functions, so it is refused."""
+  from marft import sharding, trainer
+  mesh = sharding.make_mesh(data=1, fsdp=1, tensor=1)
+  overrides = {"total_steps": 1, "eval_every": 0, "checkpoint_every": 1,
+               "log.wandb_mode": "disabled"}
+  config = _job_config(tmp_path, **overrides)
+  trainer.run(config, str(tmp_path / "run"), maporl.build(config, mesh))
+  other = tmp_path / "other_verifier"
+  other.mkdir()
+  for path in (tmp_path / "verifier").rglob("*"):
+    target = other / path.relative_to(tmp_path / "verifier")
+    target.mkdir(exist_ok=True) if path.is_dir() else target.write_bytes(path.read_bytes())
+  config = _job_config(tmp_path, **{**overrides, "total_steps": 2,
+                                    "verifier.path": str(other)})
+  with pytest.raises(trainer.ProvenanceMismatch, match="verifier"):
+    trainer.run(config, str(tmp_path / "run"), maporl.build(config, mesh))
