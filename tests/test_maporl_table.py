@@ -36,10 +36,12 @@ def test_table_from_finished_runs(tmp_path, monkeypatch):
   for cell in table.SWEEP_CELLS[1:]:
     _fake_run(tmp_path, cell, 0, base, (0.25, 0.25, 0.26))
   for cell in table.ABLATION_CELLS:
-    _fake_run(tmp_path, cell, 0, (0.3, 0.35, 0.4), (0.3, 0.6, 0.7))
+    for seed in range(2 if cell in table.SEEDED_CELLS else 1):
+      _fake_run(tmp_path, cell, seed, (0.3, 0.35, 0.4), (0.3, 0.6, 0.7))
   monkeypatch.setattr(table, "_train", lambda *a: pytest.fail(f"reran a finished run {a}"))
   runs = table.run_all("tiny", 2, 1, str(tmp_path))
-  assert sorted(runs) == sorted([(MODEL, 0), (MODEL, 1)]
+  seeded = table.SEEDED_CELLS[1]
+  assert sorted(runs) == sorted([(MODEL, 0), (MODEL, 1), (seeded, 1)]
                                 + [(c, 0) for c in table.SWEEP_CELLS[1:] + table.ABLATION_CELLS])
 
   # 256 questions: the base team is right on the first 64; a trained team on 4..103 (gained

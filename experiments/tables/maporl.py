@@ -79,11 +79,15 @@ def run_dir(runs_dir: str, config: Any) -> str:
   return os.path.join(runs_dir, f"maporl-{config_hash(config.to_dict())}")
 
 
+# The cells with `seeds` seeds: MAPoRL as stated (alpha 0: the influence-aware reward alone),
+# and the one ablation that keeps the base's accuracy.
+SEEDED_CELLS = ((0.0, ""), (0.0, "stand_in,penalty1"))
+
+
 def cells_of(seeds: int, ablation_seeds: int) -> list[tuple[tuple[float, str], int]]:
-  """alpha 0 with the trained verifier (MAPoRL's influence-aware reward alone) gets `seeds`
-  seeds, every other cell `ablation_seeds`."""
+  """The `SEEDED_CELLS` get `seeds` seeds, every other cell `ablation_seeds`."""
   return [(c, s) for c in SWEEP_CELLS + ABLATION_CELLS
-          for s in range(seeds if c == SWEEP_CELLS[0] else ablation_seeds)]
+          for s in range(seeds if c in SEEDED_CELLS else ablation_seeds)]
 
 
 def _train(cell: tuple[float, str], scale: str, seed: int, workdir: str) -> int:
@@ -189,7 +193,8 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
         "the nearly exact stand-in scores (U[0.5, 1) for a right answer, U[0, 0.6) for a wrong "
         "one; AUC 0.98). Alpha sets all four incentives a0..a3; an unparseable answer earns "
         "MAPoRL's -10, or -1 in the `penalty -1` rows. Mean ± std over seeds "
-        f"({seeds} for alpha 0, {ablation_seeds} for the other rows). Base = the runs' step-0 "
+        f"({seeds} for alpha 0 and for alpha 0 with the stand-in verifier and penalty -1, "
+        f"{ablation_seeds} for the other rows). Base = the runs' step-0 "
         "evaluation. Paired: each run's trained team and the base team on the same questions, "
         "greedy, final turn: questions gained / lost and the one-sided exact sign test, per "
         f"seed. Made by `python -m launch.reproduce --table=maporl --scale={scale} "
