@@ -4,11 +4,12 @@ agent's policy (with its value head) trained by PPO on its own responses.
 
 Each iteration: `algo.k` discussions per question with the current policies, the verifier
 (`experiments.verifier.load`; `verifier.kind = stand_in`: the discussion's nearly exact stand-in
-scores instead) scoring every answer as it is given (the scores are shown at the next turn); answer rewards `maporl.discussion_rewards` over the `[discussion, turn, agent]`
-grid; per response token the reward -kl_coef * KL(pi || pi_ref) plus the answer's reward on its
-last token (`maporl.token_rewards`, the reference model the base); token values from one value
-head per agent on the frozen base trunk (`critic.kind = per_agent`); `maporl.response_gae`
-(gamma 1, lambda 0.95), advantages whitened per (turn, agent); one clipped PPO update of the
+scores instead) scoring every answer as it is given (the scores are shown at the next turn);
+answer rewards `maporl.discussion_rewards` over the `[discussion, turn, agent]` grid; per
+response token the reward -kl_coef * KL(pi || pi_ref) plus the answer's reward on its last token
+(`maporl.token_rewards`, the reference model the base); token values from one value head per
+agent on the frozen base trunk (`critic.kind = per_agent`); `maporl.response_gae` (gamma 1,
+lambda 0.95), advantages whitened per (turn, agent) (`answer_credit`); one clipped PPO update of the
 stacked policies (`experiments.ppo.policy_loss`, token level, no entropy bonus) and
 `critic.updates` steps of the clipped value loss weighted by `algo.vf_coef`.
 
