@@ -635,15 +635,28 @@ def current_epsilon(cfg: Config, runner: Runner) -> jax.Array:
                           cfg.epsilon_anneal_steps)
 
 
+def learning_starts_at(cfg: Config, update: jax.Array | int, episodes_per_update: int
+                       ) -> jax.Array:
+  """Whether update `update` (0-based) learns: the buffer then holds min((update + 1) E,
+  buffer_size) episodes, at least `learning_starts`. A function of the update's index alone, so
+  it stays one value for every seed of a vmapped run."""
+  stored = jnp.minimum((jnp.asarray(update) + 1) * episodes_per_update, cfg.buffer_size)
+  return stored >= cfg.learning_starts
+
+
 def make_learn(cfg: Config, env: Any
-               ) -> Callable[[Runner, Episode, jax.Array], tuple[Runner, dict[str, jax.Array]]]:
-  """`learn(runner, episodes[E], key)`: store the episodes, take `epochs` gradient steps, each
-  on its own sampled batch (once `learning_starts` episodes are stored), move the target
-  network. A step with a non-finite loss or gradient is dropped and counted."""
+               ) -> Callable[[Runner, Episode, jax.Array, jax.Array],
+                             tuple[Runner, dict[str, jax.Array]]]:
+  """`learn(runner, episodes[E], key, update)`: store the episodes, take `epochs` gradient steps,
+  each on its own sampled batch (once `learning_starts` episodes are stored), move the target
+  network. A step with a non-finite loss or gradient is dropped and counted. `update` is the
+  update's index (`runner.updates`), passed unbatched so that a vmapped run skips the gradient
+  steps before learning starts (`lax.cond`; a predicate that differs across seeds would make
+  vmap compute and discard them); their metrics are 0."""
   optimizer = make_optimizer(cfg)
   mixer = config_mixer(cfg, env)
 
-  def learn(runner: Runner, episodes: Episode, key: jax.Array
+  def learn(runner: Runner, episodes: Episode, key: jax.Array, update: jax.Array
             ) -> tuple[Runner, dict[str, jax.Array]]:
     buffer = buffer_add(runner.buffer, episodes)
     learning = buffer.size >= cfg.learning_starts
@@ -663,8 +676,12 @@ def make_learn(cfg: Config, env: Any
       return (params, opt_state, skipped), {**metrics, "loss": loss, "grad_norm": grad_norm}
 
     step_keys = key[None] if cfg.epochs == 1 else jax.random.split(key, cfg.epochs)
-    (params, opt_state, skipped), metrics = jax.lax.scan(
-        gradient_step, (runner.params, runner.opt_state, runner.skipped), step_keys)
+    carry = (runner.params, runner.opt_state, runner.skipped)
+    steps = lambda c: jax.lax.scan(gradient_step, c, step_keys)
+    idle = lambda c: (c, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype),
+                                      jax.eval_shape(steps, c)[1]))
+    (params, opt_state, skipped), metrics = jax.lax.cond(
+        learning_starts_at(cfg, update, episodes.rewards.shape[0]), steps, idle, carry)
     updates = runner.updates + 1
     target_params = update_target(runner.target_params, params, updates,
                                   interval=cfg.target_update_interval, tau=cfg.target_tau)
@@ -680,16 +697,18 @@ def make_learn(cfg: Config, env: Any
   return learn
 
 
-def make_update(cfg: Config, env: Any) -> Callable[[Runner], tuple[Runner, dict[str, jax.Array]]]:
-  """`update(runner) -> (runner, metrics)`: collect `num_envs` episodes, then `learn`."""
+def make_update(cfg: Config, env: Any
+                ) -> Callable[[Runner, jax.Array], tuple[Runner, dict[str, jax.Array]]]:
+  """`update(runner, index) -> (runner, metrics)`: collect `num_envs` episodes, then `learn`;
+  `index` is the update's index (`runner.updates`), unbatched (see `make_learn`)."""
   learn = make_learn(cfg, env)
 
-  def update(runner: Runner) -> tuple[Runner, dict[str, jax.Array]]:
+  def update(runner: Runner, index: jax.Array) -> tuple[Runner, dict[str, jax.Array]]:
     collect_key, learn_key = update_keys(runner)
     epsilon = current_epsilon(cfg, runner)
     episodes = jax.vmap(lambda k: rollout(env, runner.params["agent"], k, epsilon))(
         jax.random.split(collect_key, cfg.num_envs))
-    runner, metrics = learn(runner, episodes, learn_key)
+    runner, metrics = learn(runner, episodes, learn_key, index)
     return runner, {**metrics, "epsilon": epsilon}
 
   return update
@@ -706,7 +725,7 @@ def make_train(cfg: Config, env: Any, num_updates: int
 
   def train(key: jax.Array) -> tuple[Runner, dict[str, jax.Array]]:
     runner = init_runner(cfg, env, key)
-    return jax.lax.scan(lambda r, _: update(r), runner, None, length=num_updates)
+    return jax.lax.scan(update, runner, jnp.arange(num_updates))
 
   return train
 

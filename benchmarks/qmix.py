@@ -123,9 +123,9 @@ class PythonLoop:
 
   def train(self, key, num_updates):
     runner = self.init(key)
-    for _ in range(num_updates):
+    for update in range(num_updates):
       episodes, learn_key = self.collect(runner)
-      runner, _ = self.learn(runner, episodes, learn_key)
+      runner, _ = self.learn(runner, episodes, learn_key, update)
     return runner
 
 

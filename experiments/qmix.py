@@ -103,12 +103,15 @@ def compiled(env_items: tuple[tuple[str, Any], ...], cfg: qmix.Config,
   env = envs.marl.make(env_cfg.pop("name"), **env_cfg)
   update = qmix.make_update(cfg, env)
 
-  def chunk(runner: qmix.Runner) -> tuple[qmix.Runner, dict[str, jax.Array]]:
-    return jax.lax.scan(lambda r, _: update(r), runner, None, length=updates_per_step)
+  def chunk(runner: qmix.Runner, first: jax.Array) -> tuple[qmix.Runner, dict[str, jax.Array]]:
+    return jax.lax.scan(update, runner, first + jnp.arange(updates_per_step))
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-    runner, metrics = jax.vmap(chunk)(to_runner(state))
+    # The updates' indices are one value for every seed (unbatched), so the learn phase's
+    # lax.cond stays a branch under vmap.
+    runner, metrics = jax.vmap(chunk, in_axes=(0, None))(to_runner(state),
+                                                         state.step * updates_per_step)
     metrics = _chunk_metrics(metrics)
     metrics["finite"] = (runner.skipped == state.skipped_steps).astype(jnp.float32)
     return to_train_state(runner, state.step + 1, state.rng), metrics

@@ -548,3 +548,31 @@ def test_reproduce_two_step_table_and_reuse(tmp_path, capsys):
   capsys.readouterr()
   assert table.reproduce(**kwargs) == paths  # the finished runs are reused, not retrained
   assert capsys.readouterr().out.count("reuse:") == 4
+
+
+def test_vmapped_seeds_skip_the_gradient_steps_before_learning_starts():
+  """The learn phase is a `lax.cond` on the update's index, one value for every seed, so vmap
+  keeps the branch: before `learning_starts` no gradient step is computed (JaxMARL's QMIX skips
+  them the same way; computed and discarded, they made a short SMAX benchmark several times
+  slower). Their metrics are 0; the buffer's own count agrees on when learning starts."""
+  env = envs.marl.make("two_step")
+  cfg = qmix.make_config(dict(agent="ff", hidden_dim=8, num_envs=2, batch_size=2,
+                              learning_starts=6, buffer_size=16))
+  seeds = jax.random.split(jax.random.key(0), 3)
+  runners = jax.vmap(lambda k: qmix.init_runner(cfg, env, k))(seeds)
+  episodes = jax.vmap(lambda r, k: jax.vmap(lambda e: qmix.rollout(env, r.params["agent"], e,
+                                                                   1.0))(jax.random.split(k, 2))
+                      )(runners, seeds)
+  learn = jax.vmap(qmix.make_learn(cfg, env), in_axes=(0, 0, 0, None))
+  eqns = jax.make_jaxpr(learn)(runners, episodes, seeds, 0).jaxpr.eqns
+  # A branch holding the gradient steps' scan (with a per-seed predicate, vmap would turn the
+  # cond into a select of both branches' results: no such cond, seen so).
+  assert any(e.primitive.name == "cond" and any(
+      any(inner.primitive.name == "scan" for inner in branch.jaxpr.eqns)
+      for branch in e.params["branches"]) for e in eqns)
+  train = jax.vmap(qmix.make_train(cfg, env, 5))
+  _, metrics = jax.jit(train)(seeds)
+  np.testing.assert_array_equal(metrics["learning"], [[0, 0, 1, 1, 1]] * 3)
+  assert not np.asarray(metrics["loss"])[:, :2].any() and np.asarray(metrics["loss"])[:, 2:].all()
+  np.testing.assert_array_equal([bool(qmix.learning_starts_at(cfg, u, 2)) for u in range(5)],
+                                [False, False, True, True, True])
