@@ -21,6 +21,7 @@ TASKS = {
     "math": "envs.math_task",
     "code": "envs.code",
     "humaneval": "envs.humaneval",
+    "search_qa": "envs.search_qa",
 }
 
 

@@ -16,7 +16,9 @@ class TurnBatch:
   for this turn, `team_reward` the team's reward of the same stage, `episode_return` the team
   return of the whole episode (the chosen path under tree sampling); `invalid` marks a
   response that did not parse, `score` is the engine's scorer's (a verifier's) score of it, 0
-  without one. Group keys for AT-GRPO are `(task_id, role_id, turn_id)`.
+  without one. `parent_id` is, for a row of a nested episode (a MATPO worker's), the row of the
+  action that started it (the planner's delegation), else -1. Group keys for AT-GRPO are
+  `(task_id, role_id, turn_id)`.
   """
 
   tokens: jax.Array  # int32[B, T]
@@ -33,6 +35,7 @@ class TurnBatch:
   episode_return: jax.Array  # float32[B]
   invalid: jax.Array  # float32[B]
   score: jax.Array  # float32[B]
+  parent_id: jax.Array  # int32[B]
 
   @property
   def num_rows(self) -> int:

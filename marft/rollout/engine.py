@@ -9,7 +9,9 @@ summed reward of the acting roles, ties to the lowest index; the AT-GRPO referen
 `continuation="sampled"` the first copy's, a draw from the policy itself, so training visits
 the states the policy's own mistakes lead to (e.g. a plan agent shown a blocked proposal).
 Without tree sampling the K copies are independent episodes (GRPO's K samples per prompt when
-the workflow has one turn).
+the workflow has one turn). A workflow with nested episodes (MATPO's planner delegating to a worker)
+acts them as its own stages, so every waiting prompt, nested or not, joins the iteration's one
+sampling call per policy; a nested row records the row that started its episode (`parent_id`).
 """
 from __future__ import annotations
 
@@ -93,6 +95,7 @@ class _Row:
   task: int
   branch: int
   stage: int  # the engine iteration (one stage of every live episode) that produced the row
+  parent: int = -1  # the row whose action started this row's nested episode
   reward: float = 0.0
   team_reward: float = 0.0
   invalid: bool = False
@@ -128,10 +131,11 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
   transcripts = [[[] for _ in range(k)] for _ in workflows]
   rows: list[_Row] = []
   chosen_rows: list[list[int]] = [[] for _ in workflows]  # tree: rows on the chosen path
+  last_row: list[list[dict[str, int]]] = [[{} for _ in range(k)] for _ in workflows]
   invalid = collections.Counter()
   actions = collections.Counter()
   generate_seconds = env_seconds = 0.0
-  iteration = 0
+  generate_calls = iteration = 0
   started = time.perf_counter()
   executor = concurrent.futures.ThreadPoolExecutor(max_workers=config.env_workers)
 
@@ -151,6 +155,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       by_policy[mapping[role]].append(index)
     samples: list[Sample | None] = [None] * len(requests)
     tick = time.perf_counter()
+    generate_calls += len(by_policy)
     for policy, indices in sorted(by_policy.items()):
       policy_key = jax.random.fold_in(jax.random.fold_in(key, iteration), policy)
       for index, sample in zip(indices, samplers[policy]([requests[i][3] for i in indices],
@@ -164,10 +169,13 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
     for (t, b, role, prompt), sample in zip(requests, samples):
       responses[(t, b)][role] = tokenizer.decode(sample.tokens)
       wf = episodes[t][b]
+      parent = wf.parent_role(role)
       rows.append(_Row(prompt=list(prompt), sample=sample, policy=mapping[role],
                        role=roles.index(role), turn=wf.turn, episode=t * k + b, task=t,
-                       branch=b, stage=iteration))
+                       branch=b, stage=iteration,
+                       parent=last_row[t][b][parent] if parent is not None else -1))
       request_rows[(t, b)].append((role, len(rows) - 1))
+      last_row[t][b][role] = len(rows) - 1
     if scorer is not None:
       _score(scorer, tokenizer, episodes, requests, samples, rows, request_rows)
     stage_scores = {}
@@ -198,6 +206,7 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
         chosen_rows[t] += [row for _, row in request_rows[(t, chosen)]]
         path = transcripts[t][chosen]
         episodes[t] = [episodes[t][chosen].clone() for _ in range(k)]
+        last_row[t] = [dict(last_row[t][chosen]) for _ in range(k)]
         transcripts[t] = [list(path) for _ in range(k)]
     env_seconds += time.perf_counter() - tick
     iteration += 1
@@ -214,6 +223,8 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       "rollout/rows": float(len(rows)),
       "rollout/turns": float(np.mean([copies[0].turn for copies in episodes])),
       "rollout/generated_tokens": float(generated),
+      "rollout/generate_calls": float(generate_calls),
+      "rollout/iterations": float(iteration),
       "rollout/tokens_per_s": generated / max(generate_seconds, 1e-9),
       "rollout/generate_seconds": generate_seconds,
       "rollout/env_seconds": env_seconds,
@@ -284,4 +295,5 @@ def _to_batch(rows: list[_Row], pad_id: int, chosen_rows: list[list[int]] | None
                    reward=column("reward", np.float32),
                    team_reward=column("team_reward", np.float32),
                    episode_return=np.asarray(episode_return, np.float32),
-                   invalid=column("invalid", np.float32), score=column("score", np.float32))
+                   invalid=column("invalid", np.float32), score=column("score", np.float32),
+                   parent_id=column("parent", np.int32))

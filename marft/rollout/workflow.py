@@ -99,6 +99,13 @@ class Workflow(abc.ABC):
     """Receives the verifier's score of each acting role's response, before `act`."""
     del scores
 
+  def parent_role(self, role: str) -> str | None:
+    """The role whose latest action started the nested episode `role` acts in now (MATPO's
+    planner, for its worker), or None (the default): `role` acts at the top level. The rollout
+    engine gives such rows that action's row as their parent (`TurnBatch.parent_id`)."""
+    del role
+    return None
+
   def heuristic_response(self, role: str) -> str | None:
     """A plausible but myopic response (a task's typical mistake), or None where the task has
     none; demonstrations mix it in so a base model learns the habit RL must unlearn."""

@@ -26,7 +26,7 @@ def _rows(episode, turn, role, team_reward):
                    reward=np.zeros(n, np.float32),
                    team_reward=np.asarray(team_reward, np.float32),
                    episode_return=np.zeros(n, np.float32), invalid=np.zeros(n, np.float32),
-                   score=np.zeros(n, np.float32))
+                   score=np.zeros(n, np.float32), parent_id=np.full(n, -1, np.int32))
 
 
 def test_layout_puts_each_stage_reward_on_its_last_role_and_marks_episode_ends():

@@ -264,7 +264,8 @@ def test_at_grpo_batch_of_a_hand_built_rollout(tmp_path, monkeypatch):
                       policy_id=role.copy(), role_id=role, turn_id=turn,
                       episode_id=task * 2, task_id=task, branch_id=np.zeros(n, np.int32),
                       reward=local, team_reward=team, episode_return=team,
-                      invalid=np.zeros(n, np.float32), score=np.zeros(n, np.float32))
+                      invalid=np.zeros(n, np.float32), score=np.zeros(n, np.float32),
+                      parent_id=np.full(n, -1, np.int32))
   monkeypatch.setattr(rl, "collect", lambda *a, **k: Rollout(rollout, [], {
       "rollout/success_rate": 0.25, "other": 1.0}))
   job = rl.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
