@@ -13,7 +13,8 @@ share an answer entity (`envs.splits.split_of` of the answer).
 Search tool (`SearchTool`): BM25 (the `bm25s` package) over the fact sentences, top `top_k`
 facts with a positive score; `noise` replaces each result, with that probability, by a
 plausible distractor (a false fact with the same head and relation and another tail). It
-counts calls, results, replaced results and seconds (`SearchTool.stats`).
+is shared by every workflow on the same corpus; each episode counts its searches, their results,
+the replaced ones and the seconds spent (`Workflow.metrics`: `rollout/search_calls`, ...).
 
 User data: `load_jsonl(path)` reads `{"question", "answer"}` lines (through the TFDS builder of
 `envs.data.task_instances`); `corpus` (config) names a JSONL file of `{"text"}` lines to search
@@ -195,8 +196,6 @@ class SearchTool:
     self.retriever = bm25s.BM25()
     self.retriever.index(bm25s.tokenize(self.documents, stopwords=None, show_progress=False),
                          show_progress=False)
-    self._lock = threading.Lock()
-    self.stats = {"calls": 0, "results": 0, "replaced": 0, "seconds": 0.0}
 
   def __deepcopy__(self, memo):
     return self  # one index per corpus: cloned workflows share it
@@ -210,12 +209,11 @@ class SearchTool:
     ids, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)
     return [int(i) for i, s in zip(ids[0], scores[0]) if s > 0]
 
-  def search(self, query: str, top_k: int, noise: float, rng: random.Random) -> list[str]:
-    """The result sentences of `query`; each replaced, with probability `noise`, by a false
-    fact with the same head and relation (generated bases only)."""
-    started = time.perf_counter()
-    results = []
-    replaced = 0
+  def search(self, query: str, top_k: int, noise: float, rng: random.Random
+             ) -> tuple[list[str], int]:
+    """The result sentences of `query` and how many were replaced: each, with probability
+    `noise`, by a false fact with the same head and relation (generated bases only)."""
+    results, replaced = [], 0
     for index in self.retrieve(query, top_k):
       text = self.documents[index]
       if noise > 0 and self.facts is not None and rng.random() < noise:
@@ -223,12 +221,7 @@ class SearchTool:
         text = fact_text((head, relation, rng.choice([e for e in self.entities if e != tail])))
         replaced += 1
       results.append(text)
-    with self._lock:
-      self.stats["calls"] += 1
-      self.stats["results"] += len(results)
-      self.stats["replaced"] += replaced
-      self.stats["seconds"] += time.perf_counter() - started
-    return results
+    return results, replaced
 
 
 _TOOLS: dict[tuple, SearchTool] = {}
@@ -305,6 +298,8 @@ class _SearchEpisode(Workflow):
     self.rng = random.Random(f"{NAME}/noise/{task['question']}")
     self.answer: str | None = None
     self.finished = False
+    self.counters = {"search_calls": 0, "search_results": 0, "search_replaced": 0,
+                     "search_seconds": 0.0}
 
   @property
   def success(self) -> bool:
@@ -314,9 +309,17 @@ class _SearchEpisode(Workflow):
   def done(self) -> bool:
     return self.finished
 
+  def metrics(self) -> dict[str, float]:
+    return dict(self.counters)
+
   def search(self, query: str) -> str:
-    results = self.tool.search(query, int(self.cfg["top_k"]), float(self.cfg["noise"]),
-                               self.rng)
+    started = time.perf_counter()
+    results, replaced = self.tool.search(query, int(self.cfg["top_k"]),
+                                         float(self.cfg["noise"]), self.rng)
+    self.counters["search_calls"] += 1
+    self.counters["search_results"] += len(results)
+    self.counters["search_replaced"] += replaced
+    self.counters["search_seconds"] += time.perf_counter() - started
     return ";".join(results) if results else "nothing"
 
   def final_reward(self, format_score: float) -> float:

@@ -309,8 +309,19 @@ def setup(config: Any) -> Setup:
   return Setup(task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer)
 
 
-def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
-  """The RL job of `config` (see `experiments/configs/at_grpo.py`)."""
+def at_grpo_credit(batch: Any, algo: Any) -> tuple[np.ndarray, np.ndarray]:
+  """AT-GRPO's credit of a rollout's rows: the mixed reward `alpha r_team + r_local`
+  normalised within each (task, role, turn) group (`group_credit`)."""
+  rewards = np.asarray(grpo.mix_rewards(batch.reward, batch.team_reward, algo.alpha))
+  groups = grpo.dense_group_ids(batch.task_id, batch.role_id, batch.turn_id)
+  return group_credit(rewards, groups, algo)
+
+
+def build(config: Any, mesh: jax.sharding.Mesh,
+          credit: Callable[[Any, Any], tuple[np.ndarray, np.ndarray]] = at_grpo_credit
+          ) -> trainer.Job:
+  """The RL job of `config` (see `experiments/configs/at_grpo.py`); `credit(rollout batch,
+  config.algo) -> (advantage, keep-weight)` per row (MATPO passes its own)."""
   if config.algo.k < 2:
     raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
   task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer = setup(config)
@@ -356,9 +367,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
     rollout = collect(workflows, samplers, tokenizer, key, mapping=mapping, config=rollout_config)
     b = jax.tree.map(np.asarray, rollout.batch)
-    rewards = np.asarray(grpo.mix_rewards(b.reward, b.team_reward, algo.alpha))
-    groups = grpo.dense_group_ids(b.task_id, b.role_id, b.turn_id)
-    advantages, weight = group_credit(rewards, groups, algo)
+    advantages, weight = credit(b, algo)
     rows = {"tokens": b.tokens, "loss_mask": b.loss_mask, "behavior_logp": b.behavior_logp,
             "advantages": advantages, "row_weight": weight}
     if reference_logp is not None:  # the frozen starting model, for the KL penalty

@@ -230,6 +230,10 @@ def collect(workflows: Sequence[Workflow], samplers: Sequence[Sampler], tokenize
       "rollout/env_seconds": env_seconds,
       "rollout/seconds": total,
   }
+  counted = [ep for copies in episodes for ep in (copies[:1] if config.tree else copies)]
+  for ep in counted:
+    for name, value in ep.metrics().items():
+      metrics[f"rollout/{name}"] = metrics.get(f"rollout/{name}", 0.0) + float(value)
   for role in roles:
     role_rewards = [r.reward for r in rows if roles[r.role] == role]
     if role_rewards:

@@ -99,6 +99,11 @@ class Workflow(abc.ABC):
     """Receives the verifier's score of each acting role's response, before `act`."""
     del scores
 
+  def metrics(self) -> dict[str, float]:
+    """Counters of this episode the engine sums over a rollout's episodes into
+    `rollout/<name>` (e.g. a tool's calls and seconds); none by default."""
+    return {}
+
   def parent_role(self, role: str) -> str | None:
     """The role whose latest action started the nested episode `role` acts in now (MATPO's
     planner, for its worker), or None (the default): `role` acts at the top level. The rollout

@@ -1,0 +1,19 @@
+"""Tiny base model of the MATPO table: search QA (single agent, planner and worker) SFT on
+corrupted expert demonstrations, 40% of the answers and summaries the top hit's tail.
+
+  python -m launch.pretrain --config=experiments/configs/pretrain_search_qa.py
+
+Questions of 1 to 2 hops over the default knowledge base (200 invented people, 3 relations),
+clean top-3 search. seq_len: the longest prompt (a worker or single agent after three searches)
+is under 200 characters.
+"""
+from experiments import pretrain
+
+
+def get_config():
+  c = pretrain.default_config("search_qa", corruption_alphabet="abdefgiklmnoprstuvzSADF ",
+                              seq_len=224, total_steps=600, corruption=0.2, heuristic=0.4,
+                              max_new_tokens=14)
+  c.task.env = dict(min_hops=1, max_hops=2)
+  c.task.num_train_tasks = 2000
+  return c
