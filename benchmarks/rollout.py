@@ -1,10 +1,15 @@
 """Rollout throughput of a full multi-agent batch on CPU, and where the time goes.
 
   python benchmarks/rollout.py [--task=plan_path] [--tasks=32] [--k=4]
+  python benchmarks/rollout.py --task=search_qa --workflow=single,mas --notree \
+      --checkpoint=runs/base/search_qa-<hash>/hf --max_new_tokens=14     # MATPO's rollout
 
-Runs `marft.rollout.collect` (tree sampling, K copies per task, the MAS workflow) with a tiny
-model and prints episodes/s, generated tokens/s and the share of wall time spent generating
-versus in the environment and the engine's Python. The first call (compilation) is excluded.
+Runs `marft.rollout.collect` (K copies per task, tree sampling or independent copies, the
+chosen workflows) with a tiny model (random weights, or a trained `--checkpoint`, which a task
+whose random-weight episodes end at the first invalid action needs) and prints episodes/s,
+generated tokens/s, the share of wall time spent generating versus in the environment and the
+engine's Python, and `generate` calls per engine iteration (nested rollouts must not add any).
+The first call (compilation) is excluded.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from absl import app, flags  # noqa: E402
 from envs.registry import get_task  # noqa: E402
 from marft.models.config import get_model_config  # noqa: E402
 from marft.models.decoder import build_model  # noqa: E402
+from marft.models.hf import load_pretrained  # noqa: E402
 from marft.rollout.engine import RolloutConfig, collect, model_sampler  # noqa: E402
 from marft.tokenizers import CharTokenizer  # noqa: E402
 
@@ -28,17 +34,23 @@ _NUM = flags.DEFINE_integer("tasks", 32, "Tasks per batch.")
 _K = flags.DEFINE_integer("k", 4, "Copies per task (tree sampling).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed rollouts (median reported).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 8, "Response budget per action.")
+_WORKFLOWS = flags.DEFINE_list("workflow", ["mas"], "Workflow kinds.")
+_TREE = flags.DEFINE_bool("tree", True, "Tree sampling (else independent copies).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "A Hugging Face directory of a tiny model.")
 
 
-def bench(task_name: str) -> dict:
+def bench(task_name: str, kind: str) -> dict:
   task = get_task(task_name)
   cfg = task.default_config()
-  model_config = get_model_config("tiny")
+  if _CHECKPOINT.value:
+    model, model_config = load_pretrained(_CHECKPOINT.value)
+  else:
+    model_config = get_model_config("tiny")
+    model = build_model(model_config)
   tokenizer = CharTokenizer(model_config.vocab_size)
-  model = build_model(model_config)
-  workflows = [task.make_workflow(task.generate_task(i, "train", cfg), "mas", cfg,
+  workflows = [task.make_workflow(task.generate_task(i, "train", cfg), kind, cfg,
                                   cfg["max_turns"]) for i in range(_NUM.value)]
-  config = RolloutConfig(k=_K.value, tree=True, max_new_tokens=_MAX_NEW.value)
+  config = RolloutConfig(k=_K.value, tree=_TREE.value, max_new_tokens=_MAX_NEW.value)
   sampler = model_sampler(model, tokenizer, config)
   mapping = {role: 0 for role in workflows[0].roles}
   collect(workflows, [sampler], tokenizer, jax.random.key(0), mapping=mapping, config=config)
@@ -50,23 +62,26 @@ def bench(task_name: str) -> dict:
     runs.append((time.perf_counter() - start, rollout.metrics))
   seconds, metrics = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
   generate = metrics["rollout/generate_seconds"]
-  return dict(task=task_name, seconds=seconds, episodes=_NUM.value * _K.value,
+  return dict(task=f"{task_name} ({kind})", seconds=seconds, episodes=_NUM.value * _K.value,
               rows=metrics["rollout/rows"], tokens=metrics["rollout/generated_tokens"],
-              generate_share=generate / seconds)
+              generate_share=generate / seconds,
+              calls=metrics["rollout/generate_calls"] / metrics["rollout/iterations"])
 
 
 def main(argv):
   del argv
-  rows = [bench(name) for name in _TASKS.value]
-  print(f"\n{jax.devices()[0].device_kind}, {os.cpu_count()} cores; tiny model (random weights), "
-        f"MAS workflow, tree sampling, {_NUM.value} tasks x K={_K.value}\n")
+  rows = [bench(name, kind) for name in _TASKS.value for kind in _WORKFLOWS.value]
+  weights = _CHECKPOINT.value or "random weights"
+  print(f"\n{jax.devices()[0].device_kind}, {os.cpu_count()} cores; tiny model ({weights}), "
+        f"{'tree sampling' if _TREE.value else 'independent copies'}, "
+        f"{_NUM.value} tasks x K={_K.value}\n")
   print("| task | rollout (s) | episodes/s | actions | generated tokens/s | generation share "
-        "| env + Python share |")
-  print("|---|---|---|---|---|---|---|")
+        "| env + Python share | generate calls / iteration |")
+  print("|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['task']} | {r['seconds']:.2f} | {r['episodes'] / r['seconds']:.1f} | "
           f"{r['rows']:.0f} | {r['tokens'] / r['seconds']:.0f} | {r['generate_share']:.0%} | "
-          f"{1 - r['generate_share']:.0%} |")
+          f"{1 - r['generate_share']:.0%} | {r['calls']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Tiny base model of the MATPO table: search QA (single agent, planner and worker) SFT on
-corrupted expert demonstrations, 40% of the answers and summaries the top hit's tail.
+corrupted expert demonstrations, a quarter of the answers and summaries the top hit's tail.
 
   python -m launch.pretrain --config=experiments/configs/pretrain_search_qa.py
 
@@ -12,7 +12,7 @@ from experiments import pretrain
 
 def get_config():
   c = pretrain.default_config("search_qa", corruption_alphabet="abdefgiklmnoprstuvzSADF ",
-                              seq_len=224, total_steps=600, corruption=0.2, heuristic=0.4,
+                              seq_len=224, total_steps=800, corruption=0.1, heuristic=0.25,
                               max_new_tokens=14)
   c.task.env = dict(min_hops=1, max_hops=2)
   c.task.num_train_tasks = 2000
