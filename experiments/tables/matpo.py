@@ -93,8 +93,9 @@ def _train_records(runs, cells: Sequence[tuple[str, float]]) -> list[dict[str, f
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-  """Two-sided Welch t-test p-value of two seed samples (nan with fewer than 2 each)."""
-  if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
+  """Two-sided Welch t-test p-value of two seed samples (nan with fewer than 2 each, or a
+  sample without spread)."""
+  if len(a) < 2 or len(b) < 2 or np.std(a) == 0 or np.std(b) == 0:
     return float("nan")
   return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
