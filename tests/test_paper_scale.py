@@ -199,3 +199,22 @@ def test_maporl_paper_cell_steps_with_chat_prompts(checkpoint, tmp_path):
   assert metrics["train/penalised_answers"] == 8  # a random model writes no <answer> tag
   state, step = job.train_step(job.state, batch)
   assert np.asarray(step["finite"]).all() and np.isfinite(float(step["value_loss"]))
+
+
+@pytest.mark.slow
+def test_matpo_paper_cell_steps_with_chat_prompts(checkpoint):
+  """MATPO at the paper scale: the planner's and the workers' chat prompts through the
+  checkpoint's template, a random model's untagged replies counted invalid, one update."""
+  from experiments import matpo
+  from experiments.configs import matpo as matpo_config
+  config = matpo_config.get_config("matpo,paper,0.25")
+  config.update_from_flattened_dict({
+      "model.path": str(checkpoint), "model.dtype": "float32", "task.num_tasks": 1,
+      "algo.k": 2, "rollout.max_new_tokens": 12, "task.env.max_turns": 2})
+  assert config.task.prompt_style == "chat" and config.task.env.top_k == 5
+  job = matpo.build(config, sharding.make_mesh(data=1, fsdp=1, tensor=1))
+  batch, metrics = job.batch_fn(job.state)
+  assert batch["tokens"].shape[-1] > 100  # chat prompts
+  assert metrics["rollout/invalid_rate"] == 1.0  # no tag: every reply invalid, none crashed
+  state, step = job.train_step(job.state, batch)
+  assert np.isfinite(np.asarray(step["loss"])).all()
