@@ -68,6 +68,17 @@ def read_evals(workdir: str) -> list[dict[str, float]]:
   return [r for r in records if "eval/greedy_success" in r]
 
 
+def seed_values(runs: dict, cell: Any, which: str, metric: str) -> list[float]:
+  """`metric` of each seed's run of `cell` (`runs`: (cell, seed) -> workdir), from its first
+  (`which="first"`: step 0, the base) or last evaluation."""
+  out = []
+  for (c, _), workdir in sorted(runs.items()):
+    if c == cell:
+      evals = read_evals(workdir)
+      out.append(float((evals[0] if which == "first" else evals[-1])[metric]))
+  return out
+
+
 def finished(workdir: str, total_steps: int) -> bool:
   return any(r["step"] == total_steps for r in read_evals(workdir))
 

@@ -27,8 +27,8 @@ from experiments import maporl as maporl_job
 from experiments import pretrain, rl, verifier
 from experiments.configs import maporl as maporl_configs
 from experiments.tables import launch_train, train_missing, write_md_csv
-from experiments.tables.at_grpo import (finished, format_percent, read_evals, sign_test_p_value,
-                                        verdict)
+from experiments.tables.at_grpo import (finished, format_percent, seed_values,
+                                        sign_test_p_value, verdict)
 from marft.logging import config_hash
 from marft.models.hf import load_pretrained
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
@@ -146,15 +146,6 @@ def paired(config: Any, workdir: str, base: np.ndarray) -> dict[str, float]:
           "p": sign_test_p_value(gained, lost)}
 
 
-def _values(runs, cell: tuple[float, str], which: str, metric: str) -> list[float]:
-  out = []
-  for (c, _), workdir in sorted(runs.items()):
-    if c == cell:
-      evals = read_evals(workdir)
-      out.append(float((evals[0] if which == "first" else evals[-1])[metric]))
-  return out
-
-
 def _verifier_evals(config: Any) -> dict[str, float]:
   """The last evaluation of the verifier the runs used (empty when given by path)."""
   if config.verifier.get("path", ""):
@@ -213,7 +204,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
     cols = []
     for mode in MODES:
       for k in range(1, turns + 1):
-        values = _values(runs, cell, which, turn_metric(mode, k))
+        values = seed_values(runs, cell, which, turn_metric(mode, k))
         record(row, f"{mode}_turn{k}", values)
         cols.append(format_percent(values))
     return f"| {row} | " + " | ".join(cols) + " |"
@@ -235,7 +226,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
          "| | " + " | ".join(f"{m}: team | {m}: agent 1 alone | {m}: agent 2 alone"
                             for m in MODES) + " |",
          "|---|" + "---|" * 6]
-  final = lambda cell, which, prefix, mode: _values(runs, cell, which,
+  final = lambda cell, which, prefix, mode: seed_values(runs, cell, which,
                                                     f"eval/{prefix}{mode}_accuracy")
   for kind in kinds:
     for row, cell, which in ([(base_label[kind], base_cell[kind], "first")]
@@ -252,9 +243,9 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
   # The paired evaluations re-run the exported policies and the base: they must reproduce the
   # runs' own greedy evaluations (final and step 0), question for question in the mean.
   mismatched = [f"{label(c)} seed {s}" for (c, s), pair in pairs.items()
-                if abs(pair["trained"] - _values(runs, c, "last", "eval/greedy_accuracy")[
+                if abs(pair["trained"] - seed_values(runs, c, "last", "eval/greedy_accuracy")[
                     sorted(x for y, x in runs if y == c).index(s)]) > 1e-6]
-  mismatched += [base_label[k] for k in kinds if abs(base_accuracy[k].mean() - _values(
+  mismatched += [base_label[k] for k in kinds if abs(base_accuracy[k].mean() - seed_values(
       runs, base_cell[k], "first", "eval/greedy_accuracy")[0]) > 1e-6]
   md += ["", "Re-evaluated apart from the runs, the exported policies and the base reproduce "
          "the runs' own greedy final-turn accuracies: "
@@ -262,12 +253,12 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
   md += ["", "## What holds here (greedy, means over seeds)", ""]
   for kind in kinds:
     base = np.mean(final(base_cell[kind], "first", "", "greedy"))
-    base_first = np.mean(_values(runs, base_cell[kind], "first", turn_metric("greedy", 1)))
+    base_first = np.mean(seed_values(runs, base_cell[kind], "first", turn_metric("greedy", 1)))
     md.append(f"- {base_label[kind]}: final turn ({100 * base:.1f}) > turn 1 "
               f"({100 * base_first:.1f}): {verdict(base, base_first, test_size)}.")
     for cell in (c for c in cells if verifier_kind(c) == kind):
       team = np.mean(final(cell, "last", "", "greedy"))
-      first = np.mean(_values(runs, cell, "last", turn_metric("greedy", 1)))
+      first = np.mean(seed_values(runs, cell, "last", turn_metric("greedy", 1)))
       alone = np.mean([np.mean(final(cell, "last", f"alone{p}/", "greedy")) for p in (0, 1)])
       md.append(f"- {label(cell)}: trained team ({100 * team:.1f}) > base team "
                 f"({100 * base:.1f}): {verdict(team, base, test_size)}; final turn > turn 1 "
@@ -299,7 +290,7 @@ def _plot(runs, cells, base_cell, turns: int, path: str) -> None:
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(8.4, 3.6))
   x = np.arange(1, turns + 1)
-  curve = lambda cell, which: [100 * np.mean(_values(runs, cell, which,
+  curve = lambda cell, which: [100 * np.mean(seed_values(runs, cell, which,
                                                       f"eval/greedy_turn{k}_accuracy"))
                                for k in x]
   for kind, cell in base_cell.items():

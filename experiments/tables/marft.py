@@ -25,8 +25,8 @@ from envs.registry import get_task
 from experiments import credit_toy, pretrain, rl
 from experiments.configs import marft_ppo as marft_configs
 from experiments.tables import launch_train, train_missing
-from experiments.tables.at_grpo import (finished, format_percent, read_evals, sign_test_p_value,
-                                        verdict)
+from experiments.tables.at_grpo import (finished, format_percent, read_evals, seed_values,
+                                        sign_test_p_value, verdict)
 from marft.logging import config_hash
 from marft.models.hf import load_pretrained
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
@@ -125,15 +125,6 @@ def paired(config: Any, workdir: str) -> dict[str, float]:
           "lost": lost, "p": sign_test_p_value(gained, lost)}
 
 
-def _values(runs, cell, which: str, metric: str) -> list[float]:
-  out = []
-  for (c, _), workdir in sorted(runs.items()):
-    if c == cell:
-      evals = read_evals(workdir)
-      out.append(float((evals[0] if which == "first" else evals[-1])[metric]))
-  return out
-
-
 def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: str,
                 toy_seeds: int = 5) -> list[str]:
   """Writes `marft.md`, `.csv` and `.png` (`marft_<scale>.*` off the tiny scale)."""
@@ -156,11 +147,11 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
   for cell in PROFILE_CELLS + ABLATION_CELLS:
     if not any(c == cell for c, _ in runs):
       continue
-    base_g = _values(runs, cell, "first", "eval/greedy_success")
-    last_g = _values(runs, cell, "last", "eval/greedy_success")
-    base_s = _values(runs, cell, "first", "eval/sampled_success")
-    last_s = _values(runs, cell, "last", "eval/sampled_success")
-    ret = _values(runs, cell, "last", "eval/greedy_return")
+    base_g = seed_values(runs, cell, "first", "eval/greedy_success")
+    last_g = seed_values(runs, cell, "last", "eval/greedy_success")
+    base_s = seed_values(runs, cell, "first", "eval/sampled_success")
+    last_s = seed_values(runs, cell, "last", "eval/sampled_success")
+    ret = seed_values(runs, cell, "last", "eval/greedy_return")
     pair = paired(run_config(cell, scale, 0), runs[(cell, 0)])
     md.append(f"| {LABELS[cell]} | {format_percent(base_g)} | {format_percent(last_g)} | {format_percent(base_s)} | "
               f"{format_percent(last_s)} | {format_percent(ret)} | {pair['gained']} / {pair['lost']}, "
@@ -173,7 +164,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
     rows_csv.append(["/".join(cell), "paired_p", pair["p"], 0.0, 1])
   dual = ("dual", "action", "shared")
   if any(c == dual for c, _ in runs):
-    base, last = (np.mean(_values(runs, dual, w, "eval/greedy_return")) for w in ("first", "last"))
+    base, last = (np.mean(seed_values(runs, dual, w, "eval/greedy_return")) for w in ("first", "last"))
     gain = 100 * (last - base) / max(base, 1e-9)
     md += ["", f"Paper (MARFT, Qwen2.5 on MATH): MARFT-A raises the episodic return by "
            f"{PAPER_GAIN_PERCENT}% (relative). Here (dual, MARFT-A, shared critic, greedy): "

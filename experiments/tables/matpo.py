@@ -22,7 +22,7 @@ from scipy import stats
 from experiments import rl
 from experiments.configs import matpo as matpo_configs
 from experiments.tables import launch_train, train_missing, write_md_csv
-from experiments.tables.at_grpo import finished, format_percent, read_evals, verdict
+from experiments.tables.at_grpo import finished, format_percent, seed_values, verdict
 from marft.logging import config_hash
 
 CONFIG_FILE = os.path.join(os.path.dirname(matpo_configs.__file__), "matpo.py")
@@ -71,15 +71,6 @@ def run_all(scale: str, seeds: int, ablation_seeds: int, runs_dir: str, workers:
   train_missing(todo, lambda key, workdir: launch_train(
       f"{CONFIG_FILE}:{key[0][0]},{scale},{key[0][1]:g}", key[1], workdir), workers)
   return runs
-
-
-def _values(runs, cell, which: str, metric: str) -> list[float]:
-  out = []
-  for (c, _), workdir in sorted(runs.items()):
-    if c == cell:
-      evals = read_evals(workdir)
-      out.append(float((evals[0] if which == "first" else evals[-1])[metric]))
-  return out
 
 
 def _train_records(runs, cells: Sequence[tuple[str, float]]) -> list[dict[str, float]]:
@@ -133,7 +124,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
     texts = []
     for which in ("first", "last"):
       for mode in MODES:
-        values = _values(runs, cell, which, f"eval/{mode}_success")
+        values = seed_values(runs, cell, which, f"eval/{mode}_success")
         record(label(cell), f"{'base' if which == 'first' else 'trained'}_{mode}", values)
         texts.append(format_percent(values))
     md.append(f"| {label(cell)} | " + " | ".join(texts) + " |")
@@ -141,7 +132,7 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
   md += ["", "## MATPO vs single-agent GRPO (trained, greedy)", "",
          "| noise | single agent | MATPO | relative | Welch p (seeds) | 2-SE verdict |",
          "|---|---|---|---|---|---|"]
-  final = {c: _values(runs, c, "last", "eval/greedy_success") for c in cells}
+  final = {c: seed_values(runs, c, "last", "eval/greedy_success") for c in cells}
   for noise in NOISES:
     single, matpo = final.get(("single_grpo", noise)), final.get(("matpo", noise))
     if not single or not matpo:
