@@ -168,7 +168,8 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
       iterations = sum(r["rollout/iterations"] for r in records)
       search = sum(r.get("rollout/search_seconds", 0.0) for r in records)
       md.append(f"- {LABELS[regime]}: {100 * (1 - generate / total):.1f}% of rollout time "
-                f"outside generation (search {100 * search / total:.1f}%), "
+                f"outside generation (search, summed over env threads: "
+                f"{100 * search / total:.1f}%), "
                 f"{calls / iterations:.2f} generate calls per engine iteration, "
                 f"{np.mean([r['rollout/rows'] for r in records]):.0f} rows a step.")
       rows_csv.append({"row": LABELS[regime], "metric": "outside_generation_fraction",
