@@ -44,6 +44,8 @@ setuptools.setup(
             "transformers>=4.57",
             # The adapter's tests run MPE and SMAX episodes in jaxmarl itself.
             "jaxmarl>=0.2",
+            # MCTS's PUCT is checked visit for visit against DeepMind's mctx.
+            "mctx>=0.0.5",
         ],
         "bench": [
             "trl>=1.16",

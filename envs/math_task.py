@@ -257,6 +257,10 @@ class MathWorkflow(Workflow):
   def failed(self) -> bool:
     return not self.correct and (self.agreed or (self.kind == "single" and self.turn > 0))
 
+  def final_answer(self) -> str | None:
+    """The latest answer of the agent (reasoner); None: none parsed."""
+    return None if self.answer is None else format_number(self.answer)
+
   def prompt(self, role: str) -> list[Message]:
     if self.prompt_style == "chat":
       return self._chat_prompt(role)
@@ -344,6 +348,12 @@ class SequentialMathWorkflow(Workflow):
 
   def _shown_answer(self) -> str:
     return "?" if self.answer is None else format_number(self.answer)
+
+  def final_answer(self) -> str | None:
+    """The actor's answer of the last finished step (None: none parsed)."""
+    if not self.history or self.history[-1][1] == "?":
+      return None
+    return self.history[-1][1]
 
   def prompt(self, role: str) -> list[Message]:
     if self.prompt_style == "chat":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -104,9 +104,12 @@ def loss_denominators(batch: dict[str, jax.Array], cfg: Any = None) -> dict[str,
   return {"tokens": jnp.maximum(batch["mask"].sum(), 1.0)}
 
 
-def make_scorer(model: ScoredLM, pad_id: int) -> Scorer:
-  """The rollout engine's scorer: each token list's last-token sigmoid, in one padded call."""
-  score = nnx.jit(lambda m, tokens, last: m.score(tokens, last))
+def make_scorer(model: ScoredLM, pad_id: int, link: Callable[[jax.Array], jax.Array] =
+                jax.nn.sigmoid) -> Scorer:
+  """The rollout engine's scorer: `link` of each token list's last-token logit (a verifier's
+  sigmoid; a MASPRM's tanh), in one padded call."""
+  score = nnx.jit(lambda m, tokens, last: link(
+      jnp.take_along_axis(m(tokens), last[:, None], axis=1)[:, 0]))
 
   def scorer(sequences: Sequence[Sequence[int]]) -> np.ndarray:
     n, width = len(sequences), shape_bucket(max(len(s) for s in sequences))

@@ -33,7 +33,7 @@ class ValueHead(nnx.Module):
 class ScoredLM(nnx.Module):
   """A decoder with a `ValueHead` on its final hidden states: one logit per position (a
   verifier, an outcome or process reward model). `__call__(tokens: int32[B, T]) ->
-  float32[B, T]`; `score(tokens, last)` the sigmoid at index `last: int32[B]`."""
+  float32[B, T]`."""
 
   def __init__(self, trunk: nnx.Module, hidden_dims: Sequence[int] = (), *, rngs: nnx.Rngs):
     self.trunk = trunk
@@ -44,6 +44,3 @@ class ScoredLM(nnx.Module):
     hidden, _ = self.trunk.hidden_states(tokens)
     return self.head(hidden)
 
-  def score(self, tokens: jax.Array, last: jax.Array) -> jax.Array:
-    logits = self(tokens)
-    return jax.nn.sigmoid(jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0])

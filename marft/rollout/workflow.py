@@ -104,6 +104,11 @@ class Workflow(abc.ABC):
     `rollout/<name>` (e.g. a tool's calls and seconds); none by default."""
     return {}
 
+  def final_answer(self) -> str | None:
+    """The episode's final answer as shown (what majority voting counts), or None (the
+    default): it gave none, or the task has no single answer."""
+    return None
+
   def parent_role(self, role: str) -> str | None:
     """The role whose latest action started the nested episode `role` acts in now (MATPO's
     planner, for its worker), or None (the default): `role` acts at the top level. The rollout
