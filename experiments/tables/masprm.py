@@ -48,9 +48,9 @@ STRATEGIES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
      lambda w, s, t, k, p: search.best_of_n(w, s, t, k, n=5, scorer=p)),
     ("beam", "PRM beam search, 5 per step",
      lambda w, s, t, k, p: search.beam_search(w, s, t, k, scorer=p, width=5)),
-    ("mcts", "PRM-MCTS + ORM, 3 children, 4 simulations",
+    ("mcts", "PRM-MCTS + ORM, 3 children, 12 simulations",
      lambda w, s, t, k, p: search.prm_mcts(w, s, t, k, scorer=p, orm=p, children=3,
-                                           simulations=4, c=2.0)),
+                                           simulations=12, c=2.0)),
 )
 PAPER = (("GSM8K", "+30.7 EM"), ("MATH", "+22.9 EM"), ("GSM8K-trained PRM on MATH", "+8.4 EM"))
 
