@@ -327,7 +327,7 @@ def run_mcts(workflows: Sequence[Workflow], sampler: Sampler, tokenizer: Any, ke
           child = step(states[t][node], cand)
           terminal[t, a] = child.done
           new_states[(t, a)] = (child, cand)
-      terminal_value = _terminal_values(new_states, orm, spend)
+      terminal_value = _terminal_values(new_states, None if orm is scorer else orm, spend)
       trees, ids = expand(trees, jnp.asarray(parents), jnp.asarray(priors),
                           jnp.zeros((b, children), jnp.float32), jnp.asarray(terminal),
                           jnp.asarray(valid))
@@ -364,7 +364,8 @@ def run_mcts(workflows: Sequence[Workflow], sampler: Sampler, tokenizer: Any, ke
 
 def _terminal_values(new_states: dict, orm: StepScorer | None, spend: Spend
                      ) -> dict[tuple[int, int], float]:
-  """The ORM's value of every new terminal child (one scorer call), or none without an ORM."""
+  """The ORM's value of every new terminal child (one scorer call), or none without an ORM
+  (also when the ORM is the PRM itself: its values of the new children are already in)."""
   if orm is None:
     return {}
   keys = [k for k, (child, _) in new_states.items() if child.done]

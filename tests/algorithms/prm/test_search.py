@@ -132,8 +132,13 @@ def test_prm_mcts_with_an_oracle_prm_follows_the_right_path():
   outcomes, spend = search.prm_mcts([DigitsWorkflow(t) for t in targets], sampler, TOK, KEY,
                                     scorer=oracle_prm, children=3, simulations=40, c=2.0)
   assert all(o.success for o in outcomes), [o.answer for o in outcomes]
-  # Leaves of all three trees go into each sampler call while every tree is still searching.
+  # Leaves of all three trees go into each sampler call while every tree is still searching,
+  # and each iteration makes one PRM call (the PRM is its own ORM here).
   assert spend.leaves_per_call[0] == 3 and spend.generate_calls == sampler.calls
+  _, again = search.prm_mcts([DigitsWorkflow(t) for t in targets], CyclingSampler("012"), TOK,
+                             KEY, scorer=oracle_prm, orm=oracle_prm, children=3,
+                             simulations=40, c=2.0)
+  assert again.scorer_calls == again.generate_calls
   assert spend.samples == sum(o.samples for o in outcomes)
 
 
