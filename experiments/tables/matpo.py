@@ -53,9 +53,11 @@ def run_dir(runs_dir: str, config: Any) -> str:
 
 
 def cells_of(seeds: int, ablation_seeds: int) -> list[tuple[tuple[str, float], int]]:
-  """The main cells get `seeds` seeds, the ablations `ablation_seeds`."""
-  return ([(c, s) for c in MAIN_CELLS for s in range(seeds)]
-          + [(c, s) for c in ABLATION_CELLS for s in range(ablation_seeds)])
+  """The main cells get `seeds` seeds, the ablations `ablation_seeds`; seed-major, so that an
+  interrupted table has every cell's first seed before any cell's second."""
+  return [(c, s) for s in range(max(seeds, ablation_seeds))
+          for c in (MAIN_CELLS if s < seeds else ()) + (ABLATION_CELLS if s < ablation_seeds
+                                                        else ())]
 
 
 def run_all(scale: str, seeds: int, ablation_seeds: int, runs_dir: str, workers: int = 1
