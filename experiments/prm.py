@@ -17,13 +17,11 @@ the final step separates correct from wrong (`eval/auc`), and its mean on each. 
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from algorithms import maporl
 from algorithms.prm import masprm, search
@@ -31,11 +29,8 @@ from envs.data.task_instances import load_instances
 from experiments import common, rl, verifier
 from marft import trainer
 from marft.models.heads import ScoredLM
-from marft.models.hf import save_scored_lm
-from marft.policies import policy_params, stack_policies
 from marft.rollout.engine import RolloutConfig, model_sampler
 from marft.sampling import shape_bucket
-from marft.train_step import init_train_state, make_optimizer, make_train_step
 
 EXPORT = "hf_prm"
 
@@ -100,6 +95,35 @@ def data_search(config: Any, setup: rl.Setup, instances: list[dict], seed: int
                          rule="uct", patience=pcfg.patience)
 
 
+def final_steps(config: Any, setup: rl.Setup) -> tuple[list[list[int]], np.ndarray]:
+  """The evaluation data of a PRM job: `prm.eval_samples` episodes of `setup.model` on each of
+  `prm.eval_questions` test questions (temperature `prm.temperature`, top-p `prm.top_p`); the
+  step tokens of each episode's last action and whether the episode succeeded."""
+  pcfg, tok = config.prm, setup.tokenizer
+  test = load_instances(config.task.name, setup.task_cfg, pcfg.eval_questions)
+  eval_config = RolloutConfig(k=1, tree=False, max_new_tokens=config.rollout.max_new_tokens,
+                              temperature=pcfg.temperature, top_p=pcfg.top_p)
+  eval_sampler = model_sampler(setup.model, tok, eval_config)
+  episodes = search.sample_episodes(
+      [setup.make_workflow(t, config.task.workflow, setup.task_cfg["max_turns"]) for t in test],
+      pcfg.eval_samples, eval_sampler, tok, jax.random.key(config.seed + 1), search.Spend(),
+      [[0, 0] for _ in test])
+  steps = [c.steps[-1] for copies in episodes for _, c in copies]
+  return steps, np.asarray([wf.success for copies in episodes for wf, _ in copies])
+
+
+def separation(scorer: search.StepScorer, steps: list[list[int]], labels: np.ndarray
+               ) -> dict[str, float]:
+  """How well a PRM's value of an episode's final step separates correct from wrong
+  episodes (`final_steps`): `eval/auc`, the mean value on each, the success rate."""
+  values = np.concatenate([scorer(steps[i:i + 256]) for i in range(0, len(steps), 256)])
+  return {"eval/auc": maporl.roc_auc(values, labels),
+          "eval/value_correct": float(values[labels].mean()) if labels.any() else 0.0,
+          "eval/value_wrong": float(values[~labels].mean()) if (~labels).any() else 0.0,
+          "eval/success_rate": float(labels.mean()),
+          "eval/examples": float(len(labels))}
+
+
 def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The MASPRM job of `config` (`experiments/configs/masprm.py`)."""
   pcfg = config.prm
@@ -121,47 +145,16 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   stats["data/target_mean"] = float(targets.mean())
 
   tok = setup.tokenizer
-  test = load_instances(config.task.name, setup.task_cfg, pcfg.eval_questions)
-  eval_config = RolloutConfig(k=1, tree=False, max_new_tokens=config.rollout.max_new_tokens,
-                              temperature=pcfg.temperature, top_p=pcfg.top_p)
-  eval_sampler = model_sampler(setup.model, tok, eval_config)
-  episodes = search.sample_episodes(
-      [setup.make_workflow(t, config.task.workflow, setup.task_cfg["max_turns"]) for t in test],
-      pcfg.eval_samples, eval_sampler, tok, jax.random.key(config.seed + 1), search.Spend(),
-      [[0, 0] for _ in test])
-  eval_steps = [c.steps[-1] for copies in episodes for _, c in copies]
-  eval_labels = np.asarray([wf.success for copies in episodes for wf, _ in copies])
+  eval_steps, eval_labels = final_steps(config, setup)
 
-  prm_model = ScoredLM(setup.model, pcfg.hidden_dims, rngs=nnx.Rngs(config.seed))
-  optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
-  graphdef, params, _ = stack_policies(prm_model, 1)
-  state = init_train_state(params, optimizer, config.seed, mesh=mesh)
-  train_step = make_train_step(loss, optimizer, graphdef, mesh=mesh, state=state)
+  def batch(step: int) -> dict[str, np.ndarray]:
+    picked = np.random.default_rng([config.seed, step]).integers(0, len(targets),
+                                                                 pcfg.batch_size)
+    return {"tokens": tokens[picked], "mask": mask[picked], "targets": targets[picked]}
 
-  def batch_fn(state):
-    rng = np.random.default_rng([config.seed, int(state.step)])
-    picked = rng.integers(0, len(targets), pcfg.batch_size)
-    batch = {"tokens": tokens[picked], "mask": mask[picked], "targets": targets[picked]}
-    return {k: v[None] for k, v in batch.items()}, stats
-
-  def eval_fn(state):
-    model = nnx.merge(graphdef, policy_params(state.params, 0))
-    scorer = verifier.make_scorer(model, tok.pad_id, link=masprm.prm_value)
-    values = np.concatenate([scorer(eval_steps[i:i + 256])
-                             for i in range(0, len(eval_steps), 256)])
-    return {"eval/auc": maporl.roc_auc(values, eval_labels),
-            "eval/value_correct": float(values[eval_labels].mean()) if eval_labels.any()
-            else 0.0,
-            "eval/value_wrong": float(values[~eval_labels].mean()) if (~eval_labels).any()
-            else 0.0,
-            "eval/success_rate": float(eval_labels.mean()),
-            "eval/examples": float(len(eval_labels))}
-
-  def export(state, workdir):
-    save_scored_lm(nnx.merge(graphdef, policy_params(state.params, 0)), setup.model_config,
-                   os.path.join(workdir, EXPORT))
-
-  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export, progress_keys=("train/loss", "eval/auc"),
-                     provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
-                                 "task_settings": setup.task_cfg})
+  return verifier.scored_lm_job(
+      config, mesh, setup, hidden_dims=pcfg.hidden_dims, loss=loss, batch=batch, stats=stats,
+      evaluate=lambda model: separation(
+          verifier.make_scorer(model, tok.pad_id, link=masprm.prm_value), eval_steps,
+          eval_labels),
+      export=EXPORT)

@@ -151,25 +151,17 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                                                     vcfg.eval_questions),
                       config.seed + 1, augment=False)
 
-  head_model = ScoredLM(setup.model, vcfg.hidden_dims, rngs=nnx.Rngs(config.seed))
-  optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
-  graphdef, params, _ = stack_policies(head_model, 1)
-  state = init_train_state(params, optimizer, config.seed, mesh=mesh)
-  train_step = make_train_step(loss, optimizer, graphdef, mesh=mesh, state=state,
-                               denominators=loss_denominators)
   stats = {"data/examples": float(len(data["labels"])), "data/balanced": float(len(keep)),
            "data/correct_fraction_before": float(data["labels"].mean()),
            "data/correct_fraction": float(train["labels"].mean())}
 
-  def batch_fn(state):
-    rng = np.random.default_rng([config.seed, int(state.step)])
+  def batch_fn(step: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([config.seed, step])
     picked = rng.integers(0, len(train["labels"]), vcfg.batch_size)
-    batch = {"tokens": train["tokens"][picked], "mask": train_mask[picked],
-             "labels": train["labels"][picked]}
-    return {k: v[None] for k, v in batch.items()}, stats
+    return {"tokens": train["tokens"][picked], "mask": train_mask[picked],
+            "labels": train["labels"][picked]}
 
-  def eval_fn(state):
-    model = nnx.merge(graphdef, policy_params(state.params, 0))
+  def evaluate(model: ScoredLM) -> dict[str, float]:
     scores = scores_of(model, held_out, setup.tokenizer.pad_id)
     labels = held_out["labels"] > 0
     return {"eval/auc": maporl.roc_auc(scores, labels),
@@ -179,12 +171,38 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
             "eval/correct_fraction": float(labels.mean()),
             "eval/examples": float(len(labels))}
 
-  def export(state, workdir):
+  return scored_lm_job(config, mesh, setup, hidden_dims=vcfg.hidden_dims, loss=loss,
+                       denominators=loss_denominators, batch=batch_fn, stats=stats,
+                       evaluate=evaluate, export=EXPORT)
+
+
+def scored_lm_job(config: Any, mesh: jax.sharding.Mesh, setup: rl.Setup, *,
+                  hidden_dims: Sequence[int], loss: Callable[..., Any],
+                  batch: Callable[[int], dict[str, np.ndarray]], stats: dict[str, float],
+                  evaluate: Callable[[ScoredLM], dict[str, float]], export: str,
+                  denominators: Callable[..., Any] | None = None) -> trainer.Job:
+  """The job that trains a `ScoredLM` (the run's base model plus a `ValueHead` of
+  `hidden_dims`; a verifier, an ORM or a PRM) with `loss` on `batch(step)` (logging `stats`),
+  evaluates it with `evaluate(model)` and exports it to `<workdir>/<export>`."""
+  model = ScoredLM(setup.model, hidden_dims, rngs=nnx.Rngs(config.seed))
+  optimizer = make_optimizer(config.optimizer.to_dict() | {"total_steps": config.total_steps})
+  graphdef, params, _ = stack_policies(model, 1)
+  state = init_train_state(params, optimizer, config.seed, mesh=mesh)
+  train_step = make_train_step(loss, optimizer, graphdef, mesh=mesh, state=state,
+                               denominators=denominators)
+
+  def batch_fn(state):
+    return {k: v[None] for k, v in batch(int(state.step)).items()}, stats
+
+  def eval_fn(state):
+    return evaluate(nnx.merge(graphdef, policy_params(state.params, 0)))
+
+  def export_fn(state, workdir):
     save_scored_lm(nnx.merge(graphdef, policy_params(state.params, 0)), setup.model_config,
-                   os.path.join(workdir, EXPORT))
+                   os.path.join(workdir, export))
 
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export, progress_keys=("train/loss", "eval/auc"),
+                     export=export_fn, progress_keys=("train/loss", "eval/auc"),
                      provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
                                  "task_settings": setup.task_cfg})
 

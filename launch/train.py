@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 from ml_collections import config_flags
 
 import experiments.configs
-from experiments import common, lm, maporl, matpo, ppo, pretrain, prm, qmix, rl, verifier
+from experiments import agentprm, common, lm, maporl, matpo, ppo, pretrain, prm, qmix, rl, verifier
 from marft import sharding, trainer
 from marft.logging import config_hash
 
@@ -27,7 +27,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None,
 
 # algo.name -> the experiment module whose build(config, mesh) returns a trainer.Job.
 JOBS = {"sft": lm, "pretrain": pretrain, "grpo": rl, "qmix": qmix, "marft_ppo": ppo,
-        "maporl": maporl, "matpo": matpo, "verifier": verifier, "masprm": prm}
+        "maporl": maporl, "matpo": matpo, "verifier": verifier, "masprm": prm,
+        "agentprm": agentprm, "agentprm_policy": agentprm}
 
 
 def default_workdir(config_path: str, config_dict: dict) -> str:
