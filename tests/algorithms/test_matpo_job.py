@@ -26,6 +26,7 @@ def _config(tmp_path, regime):
   config = matpo.get_config(f"{regime},tiny,0")
   config.model.path, config.model.tokenizer = str(tmp_path / "hf"), "char"
   config.task.num_tasks, config.task.eval_tasks, config.algo.k = 3, 2, 4
+  config.algo.minibatches = 1  # rows in rollout order, as the checks below read them
   return config
 
 
