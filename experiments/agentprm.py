@@ -46,8 +46,7 @@ from envs.data.task_instances import load_instances
 from experiments import common, prm, rl, verifier
 from marft import trainer
 from marft.logprobs import next_token_logprobs
-from marft.models.heads import ScoredLM
-from marft.models.hf import CheckpointError, load_scored_lm
+from marft.models.heads import ScoredLM, make_scorer
 from marft.rollout.engine import Rollout, RolloutConfig, Sampler, collect, model_sampler
 from marft.rollout.workflow import Workflow
 from marft.sampling import shape_bucket
@@ -76,12 +75,6 @@ class Transitions(NamedTuple):
   following: np.ndarray
   terminal: np.ndarray
   expert: np.ndarray
-
-
-def prm_value(z: jax.Array) -> jax.Array:
-  """A BCE-trained PRM's value on the outcome scale (AgentPRM, Sec. 2): the logit z predicts
-  (Q + 1) / 2, so Q = 2 sigmoid(z) - 1, in [-1, 1] (the `search.StepScorer` convention)."""
-  return 2.0 * jax.nn.sigmoid(z) - 1.0
 
 
 def read_logits(z: jax.Array, mask: jax.Array) -> jax.Array:
@@ -350,35 +343,18 @@ def build_prm(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       config, mesh, setup, hidden_dims=pcfg.hidden_dims, loss=loss_fn,
       batch=lambda step: pick(np.random.default_rng([config.seed, step])), stats=stats,
       evaluate=lambda model: prm.separation(
-          verifier.make_scorer(model, tok.pad_id, link=prm_value), eval_steps, eval_labels),
+          make_scorer(model, tok.pad_id, link=agentprm.prm_value), eval_steps, eval_labels),
       export=prm.EXPORT)
-
-
-def load_prm(path: str, dtype: str, vocab_size: int) -> ScoredLM:
-  """The PRM saved at `path` (`save_scored_lm`); one ConfigError when it cannot be read or does
-  not read the policy's vocabulary."""
-  try:
-    model, model_config = load_scored_lm(path, dtype=dtype)
-  except (CheckpointError, OSError) as e:
-    raise common.ConfigError(f"prm.path={path!r}: {e}") from e
-  if model_config.vocab_size != vocab_size:
-    raise common.ConfigError(f"prm.path={path!r} has a vocabulary of {model_config.vocab_size} "
-                             f"tokens, the policy {vocab_size}: train the PRM from the policy's "
-                             "checkpoint")
-  return model
 
 
 def build_policy(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   """The policy phase: online DPO on pairs the PRM ranks, against the frozen starting policy."""
   algo, path = config.algo, config.prm.path
-  if not os.path.exists(os.path.join(path, "config.json")):
-    raise common.ConfigError(f"prm.path={path!r} holds no PRM (no config.json): pass the hf_prm "
-                             "directory a PRM phase exported")
   setup = rl.setup(config)
   tok, mapping = setup.tokenizer, dict(config.policies.mapping)
-  prm_scorer = verifier.make_scorer(load_prm(path, config.model.dtype,
+  prm_scorer = make_scorer(rl.load_prm(path, config.model.dtype,
                                              setup.model_config.vocab_size),
-                                    tok.pad_id, link=prm_value)
+                                    tok.pad_id, link=agentprm.prm_value)
   optimizer, graphdef, frozen, state = rl.stacked_policies(config, setup.model, 1, mesh, 1)
   train_step = make_train_step(functools.partial(dpo_batch_loss, beta=algo.beta), optimizer,
                                graphdef, mesh=mesh, state=state, frozen=frozen)

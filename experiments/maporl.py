@@ -36,6 +36,7 @@ from envs.data.task_instances import load_instances
 from experiments import common, ppo, rl, verifier
 from marft import trainer
 from marft.logprobs import next_token_logprobs
+from marft.models import heads
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
 from marft.train_step import make_train_step
@@ -76,7 +77,7 @@ def make_scorer(config: Any, vocab_size: int, pad_id: int) -> Any:
   """The rollout engine's scorer of `config.verifier`; None for the stand-in scores."""
   if config.verifier.get("kind", "model") == "stand_in":
     return None
-  return verifier.make_scorer(verifier.load(config, vocab_size), pad_id)
+  return heads.make_scorer(verifier.load(config, vocab_size), pad_id)
 
 
 def turn_accuracy(batch: Any, num_turns: int) -> list[float]:

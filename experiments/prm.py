@@ -28,7 +28,7 @@ from algorithms.prm import masprm, search
 from envs.data.task_instances import load_instances
 from experiments import common, rl, verifier
 from marft import trainer
-from marft.models.heads import ScoredLM
+from marft.models.heads import ScoredLM, make_scorer
 from marft.rollout.engine import RolloutConfig, model_sampler
 from marft.sampling import shape_bucket
 
@@ -155,6 +155,6 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   return verifier.scored_lm_job(
       config, mesh, setup, hidden_dims=pcfg.hidden_dims, loss=loss, batch=batch, stats=stats,
       evaluate=lambda model: separation(
-          verifier.make_scorer(model, tok.pad_id, link=masprm.prm_value), eval_steps,
+          make_scorer(model, tok.pad_id, link=masprm.prm_value), eval_steps,
           eval_labels),
       export=EXPORT)

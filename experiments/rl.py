@@ -18,12 +18,14 @@ import numpy as np
 from flax import nnx
 
 from algorithms import grpo
+from algorithms.prm import agentprm
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import common, pretrain
 from marft import sharding, trainer
 from marft.logprobs import next_token_logprobs
-from marft.models.hf import load_pretrained, save_pretrained
+from marft.models.heads import ScoredLM, make_scorer
+from marft.models.hf import CheckpointError, load_pretrained, load_scored_lm, save_pretrained
 from marft.policies import policy_params, stack_policies
 from marft.rollout.engine import CONTINUATIONS, RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
@@ -309,6 +311,32 @@ def setup(config: Any) -> Setup:
   return Setup(task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer)
 
 
+def load_prm(path: str, dtype: str, vocab_size: int, key: str = "prm.path") -> ScoredLM:
+  """The PRM saved at `path` (`save_scored_lm`, e.g. a PRM phase's `hf_prm`); one ConfigError
+  naming the config `key` when it holds none, cannot be read or does not read the policy's
+  vocabulary."""
+  if not os.path.exists(os.path.join(path, "config.json")):
+    raise common.ConfigError(f"{key}={path!r} holds no PRM (no config.json): pass the hf_prm "
+                             "directory a PRM phase exported")
+  try:
+    model, model_config = load_scored_lm(path, dtype=dtype)
+  except (CheckpointError, OSError) as e:
+    raise common.ConfigError(f"{key}={path!r}: {e}") from e
+  if model_config.vocab_size != vocab_size:
+    raise common.ConfigError(f"{key}={path!r} has a vocabulary of {model_config.vocab_size} "
+                             f"tokens, the policy {vocab_size}: train the PRM from the policy's "
+                             "checkpoint")
+  return model
+
+
+def prm_step_values(scorer: Callable[[list[list[int]]], np.ndarray], batch: Any) -> np.ndarray:
+  """The PRM's value of every row's step (its prompt and response, up to the last response
+  token), `[rows]`, in one scorer call: AgentPRM's process reward (Sec. 2)."""
+  ends = batch.loss_mask.shape[1] - np.argmax(batch.loss_mask[:, ::-1], axis=1)
+  return np.asarray(scorer([row[:end].tolist() for row, end in zip(batch.tokens, ends)]),
+                    np.float32)
+
+
 def at_grpo_credit(batch: Any, algo: Any) -> tuple[np.ndarray, np.ndarray]:
   """AT-GRPO's credit of a rollout's rows: the mixed reward `alpha r_team + r_local`
   normalised within each (task, role, turn) group (`group_credit`)."""
@@ -352,6 +380,13 @@ def build(config: Any, mesh: jax.sharding.Mesh,
                                  max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.rollout.temperature)
   kind = config.task.workflow
+  prm_path, prm_coef = algo.get("prm_path", ""), float(algo.get("prm_coef", 0.0))
+  if bool(prm_path) != bool(prm_coef):
+    raise common.ConfigError(f"algo.prm_path={prm_path!r}, algo.prm_coef={prm_coef}: a PRM as "
+                             "dense reward needs both (or neither)")
+  prm_scorer = make_scorer(load_prm(prm_path, config.model.dtype, model_config.vocab_size,
+                                    "algo.prm_path"), tokenizer.pad_id,
+                           link=agentprm.prm_value) if prm_path else None
 
   def models_of(state):
     return policy_models(graphdef, state.params, frozen, num_policies)
@@ -367,6 +402,11 @@ def build(config: Any, mesh: jax.sharding.Mesh,
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
     rollout = collect(workflows, samplers, tokenizer, key, mapping=mapping, config=rollout_config)
     b = jax.tree.map(np.asarray, rollout.batch)
+    prm_metrics = {}
+    if prm_scorer is not None:  # AgentPRM's PRM as a dense reward: r_local += c Q_PRM(s, a)
+      values = prm_step_values(prm_scorer, b)
+      b = b.replace(reward=b.reward + prm_coef * values)
+      prm_metrics = {"train/prm_value": float(values.mean())}
     advantages, weight = credit(b, algo)
     rows = {"tokens": b.tokens, "loss_mask": b.loss_mask, "behavior_logp": b.behavior_logp,
             "advantages": advantages, "row_weight": weight}
@@ -381,6 +421,7 @@ def build(config: Any, mesh: jax.sharding.Mesh,
                             multiple=minibatches * max(micro_batch_rows, 1))
     metrics = {k: v for k, v in rollout.metrics.items()
                if k.startswith(("rollout/", "train/reward"))}
+    metrics |= prm_metrics
     metrics["rollout/max_turns"] = max_turns
     metrics["rollout/kept_rows"] = float(weight.sum())
     metrics["train/advantage_abs"] = float(np.abs(advantages * weight).sum()
@@ -400,6 +441,7 @@ def build(config: Any, mesh: jax.sharding.Mesh,
   return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
                      export=export,
                      provenance={"base_model": os.path.abspath(base_model_path(config)),
-                                 "task_settings": task_cfg},
+                                 "task_settings": task_cfg,
+                                 **({"prm": os.path.abspath(prm_path)} if prm_path else {})},
                      progress_keys=("eval/greedy_success", "eval/sampled_success",
                                     "rollout/success_rate"))

@@ -30,11 +30,11 @@ from envs.data.task_instances import load_instances
 from experiments import common, rl
 from marft import sharding, trainer
 from marft.logging import config_hash
-from marft.models.heads import ScoredLM
+from marft.models.heads import ScoredLM, make_scorer
 from marft.models.hf import CheckpointError, load_scored_lm, save_scored_lm
 from marft.policies import policy_params, stack_policies
 from marft.rollout.demonstrations import corrupt
-from marft.rollout.engine import RolloutConfig, Scorer, collect, model_sampler
+from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
 from marft.train_step import init_train_state, make_optimizer, make_train_step
 
@@ -102,25 +102,6 @@ def loss(model: ScoredLM, batch: dict[str, jax.Array], cfg: Any = None,
 def loss_denominators(batch: dict[str, jax.Array], cfg: Any = None) -> dict[str, jax.Array]:
   del cfg
   return {"tokens": jnp.maximum(batch["mask"].sum(), 1.0)}
-
-
-def make_scorer(model: ScoredLM, pad_id: int, link: Callable[[jax.Array], jax.Array] =
-                jax.nn.sigmoid) -> Scorer:
-  """The rollout engine's scorer: `link` of each token list's last-token logit (a verifier's
-  sigmoid; a MASPRM's tanh), in one padded call."""
-  score = nnx.jit(lambda m, tokens, last: link(
-      jnp.take_along_axis(m(tokens), last[:, None], axis=1)[:, 0]))
-
-  def scorer(sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    n, width = len(sequences), shape_bucket(max(len(s) for s in sequences))
-    tokens = np.full((shape_bucket(n, 16), width), pad_id, np.int32)
-    last = np.zeros(len(tokens), np.int32)
-    for i, s in enumerate(sequences):
-      tokens[i, :len(s)] = s
-      last[i] = len(s) - 1
-    return np.asarray(score(model, jnp.asarray(tokens), jnp.asarray(last)))[:n]
-
-  return scorer
 
 
 def scores_of(model: ScoredLM, data: dict[str, np.ndarray], pad_id: int) -> np.ndarray:

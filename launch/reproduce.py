@@ -5,6 +5,7 @@
   python -m launch.reproduce --table=maporl --seeds=3 [--workers=2]
   python -m launch.reproduce --table=matpo --seeds=3 [--workers=2]
   python -m launch.reproduce --table=masprm --seeds=3
+  python -m launch.reproduce --table=agentprm --seeds=3 [--workers=2]
   python -m launch.reproduce --table=qmix_two_step
   python -m launch.reproduce --table=qmix_jaxmarl --seeds=4 [--jaxmarl_root=PATH]
 
@@ -20,7 +21,7 @@ import inspect
 
 from absl import app, flags
 
-TABLES = ("at_grpo", "marft", "maporl", "matpo", "masprm", "qmix_two_step", "qmix_jaxmarl")
+TABLES = ("at_grpo", "marft", "maporl", "matpo", "masprm", "agentprm", "qmix_two_step", "qmix_jaxmarl")
 
 _TABLE = flags.DEFINE_enum("table", None, TABLES, "Which table.", required=True)
 _SCALE = flags.DEFINE_enum("scale", "tiny", ["tiny", "small", "paper"],

@@ -43,6 +43,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "algo.critic_warmup_steps": 0,
     "task.prompt_style": "compact",
     "verifier.kind": "model",
+    "algo.prm_path": "",
+    "algo.prm_coef": 0.0,
 }
 
 

@@ -45,6 +45,12 @@ def mc_step_targets(episodes: Sequence[tuple[Sequence[Hashable], bool | float]],
   return {key: (totals[key] / counts[key] + 1.0) / 2.0 for key in totals}
 
 
+def prm_value(z: jax.Array) -> jax.Array:
+  """A BCE-trained PRM's value on the outcome scale (Sec. 2): the logit z predicts
+  (Q + 1) / 2, so Q = 2 sigmoid(z) - 1, in [-1, 1]."""
+  return 2.0 * jax.nn.sigmoid(z) - 1.0
+
+
 def prm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
   """The PRM's objective (AgentPRM, Sec. 2): binary cross-entropy on soft targets,
 

@@ -82,7 +82,11 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   c.curriculum = dict(max_turns=(), every=100)
   c.algo = dict(name="grpo", k=4, tree=True, continuation="best", minibatches=1, alpha=1.0,
                 eps=1e-6, normalize_std=True, drop_zero_variance=True, clip_eps=0.2, dual_clip=3.0,
-                aggregation="token-mean", kl_coef=0.0)
+                aggregation="token-mean", kl_coef=0.0,
+                # AgentPRM's PRM as a dense reward (Choudhury 2025, Sec. 2): each action's local
+                # reward gains prm_coef x the PRM's value Q(s, a) in [-1, 1] of its step; the
+                # PRM is a PRM phase's export (experiments/configs/agentprm.py), "" for none.
+                prm_path="", prm_coef=0.0)
   # Tiny: lr 3e-5 was the most stable of 3e-5..1e-3 on Plan-Path (1e-4 and up lose the greedy
   # gains after ~20 steps); paper: the reference's actor lr.
   c.optimizer = dict(lr=3e-5 if on_cpu else 1e-6, warmup_steps=0, schedule="constant",

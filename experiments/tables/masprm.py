@@ -28,6 +28,7 @@ from experiments.configs import masprm as masprm_configs
 from experiments.tables import launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import finished, format_percent, sign_test_p_value
 from marft.logging import config_hash
+from marft.models.heads import make_scorer
 from marft.models.hf import load_scored_lm
 from marft.rollout.engine import RolloutConfig, model_sampler
 
@@ -89,7 +90,7 @@ def run_strategies(config: Any, workdir: str, split: str) -> dict[str, Any]:
   config.task.env.update(SPLITS[split])
   setup = rl.setup(config)
   model, _ = load_scored_lm(os.path.join(workdir, prm.EXPORT), dtype=config.model.dtype)
-  scorer = verifier.make_scorer(model, setup.tokenizer.pad_id, link=masprm.prm_value)
+  scorer = make_scorer(model, setup.tokenizer.pad_id, link=masprm.prm_value)
   rollout_config = RolloutConfig(k=1, tree=False, max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.prm.temperature, top_p=config.prm.top_p)
   sampler = model_sampler(setup.model, setup.tokenizer, rollout_config)

@@ -1,11 +1,14 @@
 """Scalar heads on decoder hidden states: values for critics, scores for process reward models."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from marft.sampling import shape_bucket
 
 
 class ValueHead(nnx.Module):
@@ -44,3 +47,21 @@ class ScoredLM(nnx.Module):
     hidden, _ = self.trunk.hidden_states(tokens)
     return self.head(hidden)
 
+
+def make_scorer(model: ScoredLM, pad_id: int, link: Callable[[jax.Array], jax.Array] =
+                jax.nn.sigmoid) -> Callable[[Sequence[Sequence[int]]], np.ndarray]:
+  """The rollout engine's scorer: `link` of each token list's last-token logit (a verifier's
+  sigmoid; a MASPRM's tanh), in one padded call."""
+  score = nnx.jit(lambda m, tokens, last: link(
+      jnp.take_along_axis(m(tokens), last[:, None], axis=1)[:, 0]))
+
+  def scorer(sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    n, width = len(sequences), shape_bucket(max(len(s) for s in sequences))
+    tokens = np.full((shape_bucket(n, 16), width), pad_id, np.int32)
+    last = np.zeros(len(tokens), np.int32)
+    for i, s in enumerate(sequences):
+      tokens[i, :len(s)] = s
+      last[i] = len(s) - 1
+    return np.asarray(score(model, jnp.asarray(tokens), jnp.asarray(last)))[:n]
+
+  return scorer

@@ -364,3 +364,60 @@ def test_one_update_moves_each_response_toward_its_advantage(tmp_path):
   assert up.sum() >= 8 and down.sum() >= 8
   assert change[up].mean() > 0 > change[down].mean()
   assert (change[up] > 0).mean() > 0.8 and (change[down] < 0).mean() > 0.8
+
+
+def test_prm_step_values_read_each_rows_prompt_and_response():
+  import types
+  tokens = np.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 0]], np.int32)
+  mask = np.array([[0, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]], np.float32)
+  seen = []
+
+  def scorer(sequences):
+    seen.extend(sequences)
+    return np.array([len(s) for s in sequences], np.float32)
+
+  values = rl.prm_step_values(scorer, types.SimpleNamespace(tokens=tokens, loss_mask=mask))
+  assert seen == [[5, 6, 7, 8], [9, 10, 11, 12, 13]]  # one call, padding left out
+  np.testing.assert_array_equal(values, [4.0, 5.0])
+
+
+def test_prm_as_dense_reward_adds_its_step_values_to_the_local_reward(tmp_path):
+  """AgentPRM's PRM as a dense reward in the AT-GRPO job: the credit sees r + c Q_PRM(s, a),
+  Q_PRM = 2 sigmoid(z) - 1 of the PRM's logit at each row's last response token, computed here
+  from the rows' tokens with the PRM loaded independently."""
+  from marft import sharding
+  from marft.models.heads import ScoredLM
+  from marft.models.hf import load_scored_lm, save_scored_lm
+  model_config = get_model_config("tiny", num_layers=1)
+  prm_model = ScoredLM(build_model(model_config, seed=3), rngs=nnx.Rngs(1))
+  kernel = prm_model.head.out.kernel
+  kernel[...] = jax.random.normal(jax.random.key(2), kernel[...].shape)
+  save_scored_lm(prm_model, model_config, str(tmp_path / "prm"))
+  seen = {}
+
+  def recording(name):
+    def credit(batch, algo):
+      seen[name] = batch
+      return rl.at_grpo_credit(batch, algo)
+    return credit
+
+  mesh = sharding.make_mesh(data=1, fsdp=1, tensor=1)
+  plain = _job_config(tmp_path, "mas_shared")
+  job = rl.build(plain, mesh, credit=recording("plain"))
+  job.batch_fn(job.state)
+  dense = _job_config(tmp_path, "mas_shared", prm_path=str(tmp_path / "prm"), prm_coef=0.5)
+  job = rl.build(dense, mesh, credit=recording("dense"))
+  _, metrics = job.batch_fn(job.state)
+  a, b = seen["plain"], seen["dense"]
+  np.testing.assert_array_equal(a.tokens, b.tokens)  # the same rollout
+  loaded, _ = load_scored_lm(str(tmp_path / "prm"))
+  z = np.asarray(loaded(jnp.asarray(a.tokens)))
+  last = a.loss_mask.shape[1] - 1 - np.argmax(a.loss_mask[:, ::-1], axis=1)
+  q = 2.0 / (1.0 + np.exp(-z[np.arange(len(z)), last])) - 1.0
+  assert np.std(q) > 1e-3
+  np.testing.assert_allclose(b.reward, a.reward + 0.5 * q, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(metrics["train/prm_value"], q.mean(), rtol=1e-4, atol=1e-6)
+  for algo in ({"prm_path": str(tmp_path / "prm")}, {"prm_coef": 1.0},
+               {"prm_path": str(tmp_path / "none"), "prm_coef": 1.0}):
+    with pytest.raises(Exception, match="algo.prm_"):
+      rl.build(_job_config(tmp_path, "mas_shared", **algo), mesh)
