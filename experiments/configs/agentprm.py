@@ -49,8 +49,8 @@ def get_config(cell: str = "agentprm,tiny") -> ml_collections.ConfigDict:
   phase, scale = parts
   tiny, policy = scale == "tiny", phase == "policy"
   steps = (30 if tiny else 200) if policy else (200 if tiny else 1000)
-  c = common.base_config(total_steps=steps, eval_every=10 if policy else 100,
-                         checkpoint_every=10 if policy else 100, log_every=1 if policy else 10,
+  c = common.base_config(total_steps=steps, eval_every=15 if policy else 100,
+                         checkpoint_every=15 if policy else 100, log_every=1 if policy else 10,
                          max_to_keep=1)
   c.model = dict(name="tiny" if tiny else "qwen3-1.7b", path="", tokenizer="",
                  base="plan_path" if tiny else "", dtype="float32" if tiny else "bfloat16",
