@@ -28,6 +28,11 @@ frozen starting policy. Evaluation: greedy and sampled success on the test tasks
 `algo.best_of_n = N > 0` per-step Best-of-N with the PRM (`search.beam_search` with width N and
 one beam), the N candidates sampled at temperature `algo.best_of_n_temperature`. Export:
 `<workdir>/hf_policy0`, which the next PRM phase reads as `model.path`.
+
+The PRM as a dense reward (Sec. 2's second policy-improvement option) is an option of the
+AT-GRPO / GRPO job instead: `--config.algo.prm_path=<PRM phase workdir>/hf_prm
+--config.algo.prm_coef=c` adds c Q_PRM(s, a) to each action's local reward
+(`experiments/rl.py`).
 """
 from __future__ import annotations
 

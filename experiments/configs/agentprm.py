@@ -11,6 +11,8 @@
       --config.model.tokenizer=char                                    # the next iteration
   python -m launch.train --config=experiments/configs/agentprm.py:policy,paper \\
       --config.model.path=/ckpt/Qwen3-1.7B --config.prm.path=<PRM phase workdir>/hf_prm
+  python -m launch.train --config=experiments/configs/at_grpo.py:plan_path,mas_shared,tiny \\
+      --config.algo.prm_path=runs/agentprm/prm0/hf_prm --config.algo.prm_coef=1.0  # dense reward
 
 phases: `agentprm` and `inverse` train a PRM (`algo.name = "agentprm"`, `prm.method`);
 `policy` improves the policy against one by online DPO (`algo.name = "agentprm_policy"`). An
