@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -46,3 +47,19 @@ def write_md_csv(results_dir: str, name: str, md: Sequence[str],
     writer.writeheader()
     writer.writerows(rows)
   return [md_path, csv_path]
+
+
+@contextlib.contextmanager
+def figure(path: str, *args: Any, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+  """`plt.subplots(*args, **kwargs)` for a table's figure (no display needed); on exit the
+  figure is laid out, saved to `path` (120 dpi) and closed."""
+  import matplotlib  # noqa: PLC0415 (plotting only where a figure is written)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig, axes = plt.subplots(*args, **kwargs)
+  try:
+    yield fig, axes
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+  finally:
+    plt.close(fig)

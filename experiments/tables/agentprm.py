@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments import prm
 from experiments.configs import agentprm as agentprm_configs
-from experiments.tables import launch_train, train_missing, write_md_csv
+from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import format_percent, verdict
 from experiments.tables.matpo import welch_p
 from marft.logging import config_hash
@@ -236,26 +236,20 @@ def write_table(runs: dict[tuple[str, int], str], scale: str, seeds: int, result
 
 def _plot(finals: dict[tuple[str, str, str], list[float]], path: str) -> None:
   """Success by iteration for AgentPRM and InversePRM, one line per mode."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
-  chains = (("AgentPRM", (("policy_1", "first"), ("policy_1", "last"), ("policy_2", "last"))),
-            ("InversePRM", (("inverse_1", "first"), ("inverse_1", "last"))))
-  for ax, (title, points) in zip(axes, chains):
-    for mode, _ in MODES:
-      got = [finals.get((*p, mode), []) for p in points]
-      xs = [i for i, g in enumerate(got) if g]
-      ax.errorbar(xs, [100 * np.mean(got[i]) for i in xs],
-                  yerr=[100 * np.std(got[i]) for i in xs], marker="o", capsize=3, label=mode)
-    ax.set_xticks(range(len(points)))
-    ax.set_xlabel("iteration")
-    ax.set_title(title)
-  axes[0].set_ylabel("test success %")
-  axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, 1, 2, figsize=(8, 3.2), sharey=True) as (_, axes):
+    chains = (("AgentPRM", (("policy_1", "first"), ("policy_1", "last"), ("policy_2", "last"))),
+              ("InversePRM", (("inverse_1", "first"), ("inverse_1", "last"))))
+    for ax, (title, points) in zip(axes, chains):
+      for mode, _ in MODES:
+        got = [finals.get((*p, mode), []) for p in points]
+        xs = [i for i, g in enumerate(got) if g]
+        ax.errorbar(xs, [100 * np.mean(got[i]) for i in xs],
+                    yerr=[100 * np.std(got[i]) for i in xs], marker="o", capsize=3, label=mode)
+      ax.set_xticks(range(len(points)))
+      ax.set_xlabel("iteration")
+      ax.set_title(title)
+    axes[0].set_ylabel("test success %")
+    axes[0].legend(fontsize=7)
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str, workers: int = 1

@@ -20,7 +20,7 @@ import numpy as np
 
 from experiments import pretrain
 from experiments.configs import at_grpo as at_grpo_configs
-from experiments.tables import launch_train, train_missing
+from experiments.tables import figure, launch_train, train_missing
 from marft.logging import config_hash
 
 CONFIG_FILE = os.path.join(os.path.dirname(at_grpo_configs.__file__), "at_grpo.py")
@@ -221,28 +221,23 @@ def write_table(cells, scale: str, seeds: int, results_dir: str,
 
 def _plot(cells, tasks: Sequence[str], path: str) -> None:
   """Greedy (solid) and sampled (dashed) test success against training step, seed means."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(tasks), figsize=(max(3.2 * len(tasks), 4.8), 3),
-                           squeeze=False)
-  for ax, task in zip(axes[0], tasks):
-    for color, regime in zip(("C0", "C1", "C2"), RUN_REGIMES):
-      curves = [read_evals(d) for (t, r, _), d in sorted(cells.items()) if (t, r) == (task, regime)]
-      steps = [r["step"] for r in curves[0]]
-      for metric, style in (("eval/greedy_success", "-"), ("eval/sampled_success", "--")):
-        mean = np.mean([[r[metric] for r in c[:len(steps)]] for c in curves], axis=0)
-        ax.plot(steps, 100 * mean, style, color=color,
-                label=regime if style == "-" else None)
-    ax.set_title(task)
-    ax.set_xlabel("step")
-    ax.set_ylim(0, 100)
-  axes[0][0].set_ylabel("test success %")
-  fig.suptitle("AT-GRPO: greedy (solid) and sampled (dashed) test success", fontsize=9)
-  axes[0][-1].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, 1, len(tasks), figsize=(max(3.2 * len(tasks), 4.8), 3),
+              squeeze=False) as (fig, axes):
+    for ax, task in zip(axes[0], tasks):
+      for color, regime in zip(("C0", "C1", "C2"), RUN_REGIMES):
+        curves = [read_evals(d) for (t, r, _), d in sorted(cells.items())
+                  if (t, r) == (task, regime)]
+        steps = [r["step"] for r in curves[0]]
+        for metric, style in (("eval/greedy_success", "-"), ("eval/sampled_success", "--")):
+          mean = np.mean([[r[metric] for r in c[:len(steps)]] for c in curves], axis=0)
+          ax.plot(steps, 100 * mean, style, color=color,
+                  label=regime if style == "-" else None)
+      ax.set_title(task)
+      ax.set_xlabel("step")
+      ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("test success %")
+    fig.suptitle("AT-GRPO: greedy (solid) and sampled (dashed) test success", fontsize=9)
+    axes[0][-1].legend(fontsize=7)
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str, workers: int = 1,

@@ -26,7 +26,7 @@ from envs.registry import get_task
 from experiments import maporl as maporl_job
 from experiments import pretrain, rl, verifier
 from experiments.configs import maporl as maporl_configs
-from experiments.tables import launch_train, train_missing, write_md_csv
+from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import (finished, format_percent, seed_values,
                                         sign_test_p_value, verdict)
 from marft.logging import config_hash
@@ -285,26 +285,20 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
 
 def _plot(runs, cells, base_cell, turns: int, path: str) -> None:
   """Greedy accuracy at each turn: the base and each cell's trained team (seed means)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(8.4, 3.6))
   x = np.arange(1, turns + 1)
-  curve = lambda cell, which: [100 * np.mean(seed_values(runs, cell, which,
-                                                      f"eval/greedy_turn{k}_accuracy"))
-                               for k in x]
-  for kind, cell in base_cell.items():
-    ax.plot(x, curve(cell, "first"), "k--" if kind == "model" else "k:",
-            label="base" + (", stand-in verifier" if kind == "stand_in" else ""))
-  for cell in cells:
-    ax.plot(x, curve(cell, "last"), "o-" if not cell[1] else "s:", label=label(cell))
-  ax.set_xticks(x)
-  ax.set_xlabel("discussion turn")
-  ax.set_ylabel("greedy test accuracy %")
-  ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, figsize=(8.4, 3.6)) as (_, ax):
+    curve = lambda cell, which: [100 * np.mean(seed_values(runs, cell, which,
+                                                        f"eval/greedy_turn{k}_accuracy"))
+                                 for k in x]
+    for kind, cell in base_cell.items():
+      ax.plot(x, curve(cell, "first"), "k--" if kind == "model" else "k:",
+              label="base" + (", stand-in verifier" if kind == "stand_in" else ""))
+    for cell in cells:
+      ax.plot(x, curve(cell, "last"), "o-" if not cell[1] else "s:", label=label(cell))
+    ax.set_xticks(x)
+    ax.set_xlabel("discussion turn")
+    ax.set_ylabel("greedy test accuracy %")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str, workers: int = 1,

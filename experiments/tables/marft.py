@@ -24,7 +24,7 @@ from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import credit_toy, pretrain, rl
 from experiments.configs import marft_ppo as marft_configs
-from experiments.tables import launch_train, train_missing
+from experiments.tables import figure, launch_train, train_missing
 from experiments.tables.at_grpo import (finished, format_percent, read_evals, seed_values,
                                         sign_test_p_value, verdict)
 from marft.logging import config_hash
@@ -200,23 +200,17 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
 
 def _plot(runs, path: str) -> None:
   """Greedy test accuracy against training step, seed means, one line per cell."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6.4, 3.6))
-  for cell in PROFILE_CELLS + ABLATION_CELLS:
-    curves = [read_evals(d) for (c, _), d in sorted(runs.items()) if c == cell]
-    if not curves:
-      continue
-    steps = [r["step"] for r in curves[0]]
-    mean = np.mean([[r["eval/greedy_success"] for r in c[:len(steps)]] for c in curves], axis=0)
-    ax.plot(steps, 100 * mean, "-" if cell in PROFILE_CELLS else ":", label=LABELS[cell])
-  ax.set_xlabel("step")
-  ax.set_ylabel("greedy test accuracy %")
-  ax.legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, figsize=(6.4, 3.6)) as (_, ax):
+    for cell in PROFILE_CELLS + ABLATION_CELLS:
+      curves = [read_evals(d) for (c, _), d in sorted(runs.items()) if c == cell]
+      if not curves:
+        continue
+      steps = [r["step"] for r in curves[0]]
+      mean = np.mean([[r["eval/greedy_success"] for r in c[:len(steps)]] for c in curves], axis=0)
+      ax.plot(steps, 100 * mean, "-" if cell in PROFILE_CELLS else ":", label=LABELS[cell])
+    ax.set_xlabel("step")
+    ax.set_ylabel("greedy test accuracy %")
+    ax.legend(fontsize=6)
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str, workers: int = 1,

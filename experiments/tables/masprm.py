@@ -25,7 +25,7 @@ from algorithms.prm import masprm, search
 from envs.data.task_instances import load_instances
 from experiments import prm, rl, verifier
 from experiments.configs import masprm as masprm_configs
-from experiments.tables import launch_train, train_missing, write_md_csv
+from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import finished, format_percent, sign_test_p_value
 from marft.logging import config_hash
 from marft.models.heads import make_scorer
@@ -177,22 +177,16 @@ def write_table(results: dict[tuple[int, str], dict], scale: str, seeds: int,
 
 
 def _plot(rows: list[dict], path: str) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(8, 3.5))
-  names = [name for name, _, _ in STRATEGIES]
-  width = 0.8 / len(SPLITS)
-  for i, split in enumerate(SPLITS):
-    got = {r["strategy"]: r for r in rows if r["split"] == split}
-    ax.bar(np.arange(len(names)) + i * width, [100 * got[n]["success_mean"] for n in names],
-           width, yerr=[100 * got[n]["success_std"] for n in names], label=SPLIT_LABELS[split])
-  ax.set_xticks(np.arange(len(names)) + width * (len(SPLITS) - 1) / 2, names, fontsize=8)
-  ax.set_ylabel("success %")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, figsize=(8, 3.5)) as (_, ax):
+    names = [name for name, _, _ in STRATEGIES]
+    width = 0.8 / len(SPLITS)
+    for i, split in enumerate(SPLITS):
+      got = {r["strategy"]: r for r in rows if r["split"] == split}
+      ax.bar(np.arange(len(names)) + i * width, [100 * got[n]["success_mean"] for n in names],
+             width, yerr=[100 * got[n]["success_std"] for n in names], label=SPLIT_LABELS[split])
+    ax.set_xticks(np.arange(len(names)) + width * (len(SPLITS) - 1) / 2, names, fontsize=8)
+    ax.set_ylabel("success %")
+    ax.legend(fontsize=8)
   return path
 
 

@@ -21,7 +21,7 @@ from scipy import stats
 
 from experiments import rl
 from experiments.configs import matpo as matpo_configs
-from experiments.tables import launch_train, train_missing, write_md_csv
+from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import finished, format_percent, seed_values, verdict
 from marft.logging import config_hash
 
@@ -192,21 +192,15 @@ def write_table(runs, scale: str, seeds: int, ablation_seeds: int, results_dir: 
 
 def _plot(final: dict, path: str) -> None:
   """Trained greedy accuracy against search noise, per regime (mean ± std over seeds)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.4))
-  for regime in ("single_grpo", "matpo"):
-    noises = [n for n in NOISES if (regime, n) in final]
-    ax.errorbar(noises, [100 * np.mean(final[(regime, n)]) for n in noises],
-                yerr=[100 * np.std(final[(regime, n)]) for n in noises], marker="o", capsize=3,
-                label=LABELS[regime])
-  ax.set_xlabel("search noise (fraction of results replaced)")
-  ax.set_ylabel("greedy test accuracy %")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  with figure(path, figsize=(5, 3.4)) as (_, ax):
+    for regime in ("single_grpo", "matpo"):
+      noises = [n for n in NOISES if (regime, n) in final]
+      ax.errorbar(noises, [100 * np.mean(final[(regime, n)]) for n in noises],
+                  yerr=[100 * np.std(final[(regime, n)]) for n in noises], marker="o", capsize=3,
+                  label=LABELS[regime])
+    ax.set_xlabel("search noise (fraction of results replaced)")
+    ax.set_ylabel("greedy test accuracy %")
+    ax.legend(fontsize=7)
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str, workers: int = 1,

@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments import jaxmarl_peer
 from experiments import qmix as qmix_job
-from experiments.tables import write_md_csv
+from experiments.tables import figure, write_md_csv
 from experiments.configs import qmix_mpe, qmix_smax
 from marft.logging import config_hash, read_metrics
 
@@ -133,7 +133,7 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
   unknown = sorted(set(tasks) - set(ENVS))
   if unknown:
     raise ValueError(f"--tasks={','.join(unknown)}: choose from {sorted(ENVS)}")
-  rows, figure = [], {}
+  rows, curves = [], {}
   md = [f"# QMIX / VDN on JaxMARL benchmarks beside JaxMARL's QMIX, {seeds} seeds", "",
         "Greedy test return at the end of training, mean ± std over seeds (each seed's return "
         "is the mean of its test episodes); p: two-sided exact permutation test of equal means "
@@ -190,27 +190,21 @@ def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
                   "source": source} for seed, value in enumerate(final)]
       md += ["", "A run with `env.max_steps` set trains and is evaluated on episodes cut there "
              "(its return leaves out the steps after the cut).", ""]
-    figure[base.env.env_id] = results
+    curves[base.env.env_id] = results
   paths = write_md_csv(results_dir, NAME, md, rows)
   png_path = os.path.join(results_dir, f"{NAME}.png")
-  _plot(figure, png_path)
+  _plot(curves, png_path)
   return [*paths, png_path]
 
 
-def _plot(figure: dict[str, dict[str, tuple]], path: str) -> None:
-  import matplotlib  # noqa: PLC0415
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
-  fig, axes = plt.subplots(1, len(figure), figsize=(6 * len(figure), 4), squeeze=False)
-  for ax, (env_id, results) in zip(axes[0], figure.items()):
-    for name, (steps, returns, _) in results.items():
-      mean, std = returns.mean(0), returns.std(0)
-      ax.plot(steps, mean, label=name)
-      ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set_title(env_id)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("greedy test return")
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+def _plot(curves: dict[str, dict[str, tuple]], path: str) -> None:
+  with figure(path, 1, len(curves), figsize=(6 * len(curves), 4), squeeze=False) as (_, axes):
+    for ax, (env_id, results) in zip(axes[0], curves.items()):
+      for name, (steps, returns, _) in results.items():
+        mean, std = returns.mean(0), returns.std(0)
+        ax.plot(steps, mean, label=name)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+      ax.set_title(env_id)
+      ax.set_xlabel("env steps")
+      ax.set_ylabel("greedy test return")
+      ax.legend()
