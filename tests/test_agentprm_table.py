@@ -67,11 +67,15 @@ def test_write_table_from_run_logs(tmp_path):
   assert "| base policy | AgentPRM PRM 0 | 55.0 ± 5.0 | 40.0 ± 0.0 | 60.0 ± 0.0 | 180 |" in text
   assert "| AgentPRM iteration 1 | AgentPRM PRM 0 | 75.0 ± 5.0 | 50.0 ± 0.0 |" in text
   assert "| InversePRM iteration 1 | InversePRM 0 | 45.0 ± 5.0 |" in text
-  # iteration 1 vs base, greedy, pooled over 2 x 128 tasks: 0.75 vs 0.55, two SEs by hand
-  se = math.sqrt((0.75 * 0.25 + 0.55 * 0.45) / 256)
-  assert 0.20 > 2 * se
-  assert "AgentPRM iteration 1 > base (greedy): 75.0 vs 55.0, holds; Welch p" in text
-  assert "InversePRM iteration 1 > base (greedy): 45.0 vs 55.0, does NOT hold" in text
+  # iteration 1 vs base, greedy, pooled over 2 x 128 tasks: 0.75 vs 0.55; z-test by hand
+  pooled, n = 0.65, 256
+  z = 0.20 / math.sqrt(pooled * (1 - pooled) * 2 / n)
+  p = math.erfc(z / math.sqrt(2))
+  assert f"AgentPRM iteration 1 vs base (greedy): 75.0 vs 55.0 (+20.0), p = {p:.2g}; gain holds" \
+      in text
+  assert "InversePRM iteration 1 vs base (greedy): 45.0 vs 55.0 (-10.0)" in text
+  assert "Best-of-N vs greedy" not in text  # the label reads Best-of-16
+  assert "Best-of-16 vs greedy, base policy under InversePRM 0: 30.0 vs 55.0 (-25.0)" in text
   assert "| AgentPRM PRM 0 (base's episodes) | 60.0 ± 0.0 | 800 | 0.950 (± 0.050) |" in text
   assert "| InversePRM 0 (solver vs base) | 60.0 ± 0.0 | 8300 | 0.200 (± 0.000) |" in text
   assert os.path.exists(paths[-1]) and paths[-1].endswith("agentprm.png")

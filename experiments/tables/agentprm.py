@@ -14,7 +14,7 @@ Per seed, six runs of `experiments/configs/agentprm.py:<phase>,<scale>`, each in
 
 A policy phase evaluates its starting policy at step 0 (the "before" rows, Best-of-N under the
 phase's PRM) and its trained policy at the end, on the same test tasks. Orderings: the change in
-success pooled over seeds against two binomial standard errors, and Welch's t-test over seeds.
+success pooled over seeds against two binomial standard errors, and a two-proportion z-test.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ import os
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from experiments import prm
 from experiments.configs import agentprm as agentprm_configs
 from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import format_percent, verdict
-from experiments.tables.matpo import welch_p
 from marft.logging import config_hash
 
 CONFIG_FILE = os.path.join(os.path.dirname(agentprm_configs.__file__), "agentprm.py")
@@ -140,6 +140,14 @@ def prm_stats(runs: dict[tuple[str, int], str], name: str) -> dict[str, list[flo
   return stats
 
 
+def two_proportion_p(a: float, b: float, n: int) -> float:
+  """Two-sided p-value of the two-proportion z-test of success rates `a` and `b`, each
+  measured on `n` trials: z = (a - b) / sqrt(p (1 - p) 2 / n), p the pooled rate."""
+  pooled = (a + b) / 2
+  se = np.sqrt(pooled * (1 - pooled) * 2 / n)
+  return float(2 * stats.norm.sf(abs(a - b) / se)) if se > 0 else 1.0  # both 0 or both 1
+
+
 def write_table(runs: dict[tuple[str, int], str], scale: str, seeds: int, results_dir: str
                 ) -> list[str]:
   """Writes `agentprm.md`, `.csv` and `.png` (`agentprm_<scale>.*` off the tiny scale)."""
@@ -178,29 +186,30 @@ def write_table(runs: dict[tuple[str, int], str], scale: str, seeds: int, result
               f" | {np.mean(spent) if spent else float('nan'):.0f} |")
 
   md += ["", "## Did it improve?", "",
-         f"Pooled over seeds ({seeds} x {test_size} tasks): two binomial standard errors of "
-         "the difference; Welch's t-test over seeds.", ""]
-  comparisons = (("AgentPRM iteration 1 > base", ("policy_1", "last"), ("policy_1", "first")),
-                 ("AgentPRM iteration 2 > iteration 1", ("policy_2", "last"),
+         f"Success pooled over seeds ({seeds} x {test_size} test tasks); the verdict against two "
+         "binomial standard errors of the difference, and the two-sided p-value of a "
+         "two-proportion z-test (it counts every (seed, task) as independent, though the seeds "
+         "share the test tasks, so it errs towards significance).", ""]
+  comparisons = (("AgentPRM iteration 1 vs base", ("policy_1", "last"), ("policy_1", "first")),
+                 ("AgentPRM iteration 2 vs iteration 1", ("policy_2", "last"),
                   ("policy_2", "first")),
-                 ("AgentPRM iteration 2 > base", ("policy_2", "last"), ("policy_1", "first")),
-                 ("InversePRM iteration 1 > base", ("inverse_1", "last"),
+                 ("AgentPRM iteration 2 vs base", ("policy_2", "last"), ("policy_1", "first")),
+                 ("InversePRM iteration 1 vs base", ("inverse_1", "last"),
                   ("inverse_1", "first")))
+  comparisons += tuple((f"Best-of-{n} vs {other}, {label} under {prm_label}",
+                        (run, which, "Best-of-N"), (run, which, other))
+                       for label, run, which, prm_label in ROWS if which == "first"
+                       for other in ("greedy", "sampled"))
   for text, better, worse in comparisons:
-    for mode, _ in MODES:
-      a, b = finals.get((*better, mode), []), finals.get((*worse, mode), [])
+    for mode, _ in (MODES if len(better) == 2 else ((None, None),)):
+      a = finals.get(better + ((mode,) if mode else ()), [])
+      b = finals.get(worse + ((mode,) if mode else ()), [])
       if a and b:
-        md.append(f"- {text} ({mode}): {100 * np.mean(a):.1f} vs {100 * np.mean(b):.1f}, "
-                  f"{verdict(np.mean(a), np.mean(b), test_size * len(a))}; Welch p "
-                  f"{welch_p(a, b):.2g}")
-  for label, run, which, _ in ROWS:
-    if which == "first":
-      for mode, other in (("Best-of-N", "greedy"), ("Best-of-N", "sampled")):
-        a, b = finals.get((run, which, mode), []), finals.get((run, which, other), [])
-        if a and b:
-          md.append(f"- Best-of-{n} > {other}, {label} under {RUNS[run][1]}: "
-                    f"{100 * np.mean(a):.1f} vs {100 * np.mean(b):.1f}, "
-                    f"{verdict(np.mean(a), np.mean(b), test_size * len(a))}")
+        n_tasks = test_size * len(a)
+        md.append(f"- {text}{f' ({mode})' if mode else ''}: {100 * np.mean(a):.1f} vs "
+                  f"{100 * np.mean(b):.1f} ({100 * (np.mean(a) - np.mean(b)):+.1f}), "
+                  f"p = {two_proportion_p(np.mean(a), np.mean(b), n_tasks):.2g}; gain "
+                  f"{verdict(np.mean(a), np.mean(b), n_tasks)}")
 
   md += ["", "## The PRMs", "",
          "Held-out separation: the PRM's value of each test episode's final step, successes vs "
