@@ -9,7 +9,8 @@ PRM phase (`algo.name = "agentprm"`), `prm.method`:
   response, keyed by their text; its target is the Monte-Carlo estimate of Q(s, a) from the
   episodes' outcomes (`agentprm.mc_step_targets`, discount `prm.gamma`), one example per unique
   step. The PRM (`ScoredLM`: the policy's trunk and a `ValueHead`) trains with
-  `agentprm.prm_loss`, its logit read at the step's last token.
+  `agentprm.prm_loss`, its logit read at the step's last token. `prm.shaping=True`: the
+  targets are process-reward shaped (Sec. 4) by the episodes' own state values.
 - `inverse` (InversePRM, Sec. 3): the task's solver plays each training task to the end (the
   expert); each expert transition (s, a, s', a') has a' re-sampled from the policy at s' (label
   1), each policy transition the policy's own next action (label 0). The implied reward
@@ -127,11 +128,17 @@ def expert_episodes(workflows: Sequence[Workflow], tokenizer: Any) -> list[Episo
   return episodes
 
 
-def step_examples(episodes: Sequence[Episode], tokenizer: Any, *, gamma: float
-                  ) -> tuple[list[list[int]], np.ndarray]:
+def step_examples(episodes: Sequence[Episode], tokenizer: Any, *, gamma: float,
+                  shaping: bool = False) -> tuple[list[list[int]], np.ndarray]:
   """AgentPRM's PRM data (Sec. 2): one example per unique step, keyed by (prompt text, response
   text), its tokens those of its first visit and its target `agentprm.mc_step_targets` of all
-  the episodes, (mean over visits of gamma^k (2 success - 1) + 1) / 2 with k the steps after it."""
+  the episodes, (mean over visits of gamma^k (2 success - 1) + 1) / 2 with k the steps after it.
+
+  `shaping` (process reward shaping, Sec. 4): the target is `agentprm.shaped_targets`,
+  Q(s, a) + gamma V_ref(s') - V_ref(s) with V_ref the same episodes' Monte-Carlo state values
+  (the policy that played them is the reference; keyed by the prompt text, s' the next step's
+  state in each visit's episode, V_ref = 0 after the last step, averaged over visits), mapped
+  by (Q + 1) / 2 and clipped to [0, 1]."""
   keyed = [[(tokenizer.decode(p), tokenizer.decode(r)) for p, r in zip(e.prompts, e.responses)]
            for e in episodes]
   targets = agentprm.mc_step_targets([(keys, e.success) for keys, e in zip(keyed, episodes)],
@@ -140,7 +147,20 @@ def step_examples(episodes: Sequence[Episode], tokenizer: Any, *, gamma: float
   for keys, e in zip(keyed, episodes):
     for key, prompt, response in zip(keys, e.prompts, e.responses):
       tokens.setdefault(key, list(prompt) + list(response))
-  return list(tokens.values()), np.asarray([targets[key] for key in tokens], np.float32)
+  q = np.asarray([2.0 * targets[key] - 1.0 for key in tokens], np.float32)
+  if shaping:
+    v_ref = {state: 2.0 * t - 1.0 for state, t in agentprm.mc_step_targets(
+        [([state for state, _ in keys], e.success) for keys, e in zip(keyed, episodes)],
+        gamma=gamma).items()}
+    following: dict[tuple[str, str], list[float]] = {}
+    for keys in keyed:
+      for i, key in enumerate(keys):
+        following.setdefault(key, []).append(v_ref[keys[i + 1][0]] if i + 1 < len(keys)
+                                             else 0.0)
+    q = np.asarray(agentprm.shaped_targets(
+        jnp.asarray(q), jnp.asarray([v_ref[state] for state, _ in tokens], jnp.float32),
+        jnp.asarray([np.mean(following[key]) for key in tokens], jnp.float32), gamma=gamma))
+  return list(tokens.values()), np.clip((q + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
 
 
 def inverse_transitions(expert: Sequence[Episode], policy: Sequence[Episode],
@@ -313,7 +333,8 @@ def build_prm(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   stats = {"data/episodes": float(len(policy)),
            "data/success_rate": float(np.mean([e.success for e in policy]))}
   if pcfg.method == "agentprm":
-    steps, targets = step_examples(policy, tok, gamma=pcfg.gamma)
+    steps, targets = step_examples(policy, tok, gamma=pcfg.gamma,
+                                   shaping=pcfg.get("shaping", False))
     tokens, mask = prm.step_rows(steps, tok.pad_id)
     stats |= {"data/examples": float(len(steps)), "data/target_mean": float(targets.mean())}
     loss_fn = prm_batch_loss

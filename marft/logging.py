@@ -45,6 +45,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "verifier.kind": "model",
     "algo.prm_path": "",
     "algo.prm_coef": 0.0,
+    "prm.shaping": False,
 }
 
 

@@ -74,7 +74,7 @@ def get_config(cell: str = "agentprm,tiny") -> ml_collections.ConfigDict:
     lr = 3e-5 if tiny else 8e-7
   else:
     c.prm = dict(method=phase, questions=64 if tiny else 512, rollouts=16, temperature=0.3,
-                 top_p=1.0, gamma=0.95, hidden_dims=(), batch_size=64,
+                 top_p=1.0, gamma=0.95, shaping=False, hidden_dims=(), batch_size=64,
                  eval_questions=128 if tiny else 256, eval_samples=4)
     c.algo = dict(name="agentprm")
     lr = 3e-4 if tiny else 1e-5

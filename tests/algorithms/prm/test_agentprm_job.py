@@ -63,6 +63,25 @@ def test_prm_examples_targets_by_hand_on_a_scripted_rollout():
   np.testing.assert_allclose(got[tuple(_step("T0", "3"))], 0.54275, rtol=1e-6)
 
 
+def test_shaped_prm_targets_by_hand_on_a_scripted_rollout():
+  """Process reward shaping (Sec. 4) with the episodes' own Monte-Carlo state values, gamma 0.9:
+  V(T0) = (0.9 + 0.729 - 0.729) / 3 = 0.3, V(P03) = (1 - 0.81) / 2 = 0.095, V(P01) = 0.81,
+  V(T1) = V(P13) = 0; target = clip((Q + 0.9 V(s') - V(s) + 1) / 2, 0, 1), V = 0 after the end."""
+  episodes = job.rollout_episodes(_rollout())
+  steps, targets = job.step_examples(episodes, TOK, gamma=GAMMA, shaping=True)
+  got = {tuple(s): float(t) for s, t in zip(steps, targets)}
+  shaped = {("T0", "3"): 0.0855 + 0.9 * 0.095 - 0.3,  # both visits lead to P03
+            ("T0", "1"): 0.729 + 0.9 * 0.81 - 0.3,  # 1.158: clipped to a target of 1
+            ("P03", "3"): 1.0 + 0.0 - 0.095, ("P03", "1"): -0.81 + 0.0 - 0.095,
+            ("P01", "2"): 0.81 + 0.0 - 0.81, ("T1", "3"): 0.0, ("P13", "3"): 1.0,
+            ("P13", "2"): -1.0}
+  want = {tuple(_step(*key)): min(max((v + 1) / 2, 0.0), 1.0) for key, v in shaped.items()}
+  assert got.keys() == want.keys()
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+  assert got[tuple(_step("T0", "1"))] == 1.0
+
+
 def _transitions():
   calls = []
 
