@@ -293,6 +293,7 @@ def check_config(config: Any) -> None:
     for key in ("temperature", "best_of_n_temperature"):
       if algo[key] < 0:
         raise common.ConfigError(f"algo.{key}={algo[key]} must be >= 0 (0: greedy)")
+    rl.require_prm(pcfg.path)
     return
   if pcfg.method not in METHODS:
     raise common.ConfigError(f"prm.method={pcfg.method!r}: choose from {METHODS}")

@@ -311,13 +311,19 @@ def setup(config: Any) -> Setup:
   return Setup(task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer)
 
 
+def require_prm(path: str, key: str = "prm.path") -> None:
+  """One ConfigError naming the config `key` when `path` holds no saved PRM (cheap: run it
+  before anything is loaded)."""
+  if not os.path.exists(os.path.join(path, "config.json")):
+    raise common.ConfigError(f"{key}={path!r} holds no PRM (no config.json): pass the hf_prm "
+                             "directory a PRM phase exported")
+
+
 def load_prm(path: str, dtype: str, vocab_size: int, key: str = "prm.path") -> ScoredLM:
   """The PRM saved at `path` (`save_scored_lm`, e.g. a PRM phase's `hf_prm`); one ConfigError
   naming the config `key` when it holds none, cannot be read or does not read the policy's
   vocabulary."""
-  if not os.path.exists(os.path.join(path, "config.json")):
-    raise common.ConfigError(f"{key}={path!r} holds no PRM (no config.json): pass the hf_prm "
-                             "directory a PRM phase exported")
+  require_prm(path, key)
   try:
     model, model_config = load_scored_lm(path, dtype=dtype)
   except (CheckpointError, OSError) as e:
@@ -352,6 +358,12 @@ def build(config: Any, mesh: jax.sharding.Mesh,
   config.algo) -> (advantage, keep-weight)` per row (MATPO passes its own)."""
   if config.algo.k < 2:
     raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
+  prm_path, prm_coef = config.algo.get("prm_path", ""), float(config.algo.get("prm_coef", 0.0))
+  if bool(prm_path) != bool(prm_coef):
+    raise common.ConfigError(f"algo.prm_path={prm_path!r}, algo.prm_coef={prm_coef}: a PRM as "
+                             "dense reward needs both (or neither)")
+  if prm_path:
+    require_prm(prm_path, "algo.prm_path")
   task, task_cfg, make_workflow, roles_of, roles, model, model_config, tokenizer = setup(config)
   mapping = dict(config.policies.mapping)
   num_policies = max(mapping.values()) + 1
@@ -380,10 +392,6 @@ def build(config: Any, mesh: jax.sharding.Mesh,
                                  max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.rollout.temperature)
   kind = config.task.workflow
-  prm_path, prm_coef = algo.get("prm_path", ""), float(algo.get("prm_coef", 0.0))
-  if bool(prm_path) != bool(prm_coef):
-    raise common.ConfigError(f"algo.prm_path={prm_path!r}, algo.prm_coef={prm_coef}: a PRM as "
-                             "dense reward needs both (or neither)")
   prm_scorer = make_scorer(load_prm(prm_path, config.model.dtype, model_config.vocab_size,
                                     "algo.prm_path"), tokenizer.pad_id,
                            link=agentprm.prm_value) if prm_path else None
