@@ -441,13 +441,9 @@ def build_policy(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       metrics["eval/best_of_n_samples"] = spend.metrics(len(outcomes))["samples_per_question"]
     return metrics
 
-  def export(state, workdir):
-    rl.export_policies(config, setup.model_config, models_of(state), workdir)
-
-  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export,
-                     provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
-                                 "prm": os.path.abspath(path),
-                                 "task_settings": setup.task_cfg},
-                     progress_keys=("eval/greedy_success", "eval/best_of_n_success",
-                                    "train/reward_accuracy"))
+  return rl.policy_job(config, setup.model_config, models_of, state=state,
+                       train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
+                       provenance={"prm": os.path.abspath(path),
+                                   "task_settings": setup.task_cfg},
+                       progress_keys=("eval/greedy_success", "eval/best_of_n_success",
+                                      "train/reward_accuracy"))

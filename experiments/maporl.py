@@ -223,17 +223,13 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     metrics["eval/success_rate"] = metrics["eval/greedy_success"]
     return metrics
 
-  def export(state, workdir):
-    rl.export_policies(config, setup.model_config, models_of(state), workdir)
-
-  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export,
-                     provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
-                                 "verifier": ("stand_in" if scorer is None
-                                              else os.path.abspath(verifier.path_of(config))),
-                                 "task_settings": task_cfg},
-                     progress_keys=("eval/greedy_accuracy", "rollout/turn3_accuracy",
-                                    "train/answer_reward"))
+  return rl.policy_job(config, setup.model_config, models_of, state=state,
+                       train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
+                       provenance={"verifier": ("stand_in" if scorer is None
+                                                else os.path.abspath(verifier.path_of(config))),
+                                   "task_settings": task_cfg},
+                       progress_keys=("eval/greedy_accuracy", "rollout/turn3_accuracy",
+                                      "train/answer_reward"))
 
 
 def grid_index(batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -13,7 +13,6 @@ critic, whose parameters and optimizer state live in the train state's `extra`.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import jax
@@ -377,12 +376,8 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     return rl.evaluate(config, views, test_instances, make_workflow, max_turns, tokenizer,
                        models_of(state))
 
-  def export(state, workdir):
-    rl.export_policies(config, model_config, models_of(state), workdir)
-
-  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export,
-                     provenance={"base_model": os.path.abspath(rl.base_model_path(config)),
-                                 "task_settings": task_cfg},
-                     progress_keys=("eval/greedy_success", "eval/greedy_return",
-                                    "rollout/episodic_return"))
+  return rl.policy_job(config, model_config, models_of, state=state, train_step=train_step,
+                       batch_fn=batch_fn, eval_fn=eval_fn,
+                       provenance={"task_settings": task_cfg},
+                       progress_keys=("eval/greedy_success", "eval/greedy_return",
+                                      "rollout/episodic_return"))

@@ -272,6 +272,22 @@ class Setup(NamedTuple):
   tokenizer: Tokenizer
 
 
+def policy_job(config: Any, model_config: Any, models_of: Callable[[Any], list[nnx.Module]],
+               *, state: Any, train_step: Callable, batch_fn: Callable, eval_fn: Callable,
+               provenance: dict[str, Any], progress_keys: tuple[str, ...]) -> trainer.Job:
+  """A policy-training job: it exports every policy of `models_of(state)` as a Hugging Face
+  checkpoint (`export_policies`) and records the base model beside `provenance`."""
+
+  def export(state, workdir):
+    export_policies(config, model_config, models_of(state), workdir)
+
+  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
+                     export=export,
+                     provenance={"base_model": os.path.abspath(base_model_path(config)),
+                                 **provenance},
+                     progress_keys=progress_keys)
+
+
 def setup(config: Any) -> Setup:
   """The task, its workflows and the base model of an RL config, checked (a ConfigError names
   the bad key) before anything is loaded or compiled: the workflow kind and `policies.mapping`
@@ -443,13 +459,9 @@ def build(config: Any, mesh: jax.sharding.Mesh,
     return evaluate(config, views, test_instances, make_workflow, task_cfg["max_turns"],
                     tokenizer, models_of(state))
 
-  def export(state, workdir):
-    export_policies(config, model_config, models_of(state), workdir)
-
-  return trainer.Job(state=state, train_step=train_step, batch_fn=batch_fn, eval_fn=eval_fn,
-                     export=export,
-                     provenance={"base_model": os.path.abspath(base_model_path(config)),
-                                 "task_settings": task_cfg,
-                                 **({"prm": os.path.abspath(prm_path)} if prm_path else {})},
-                     progress_keys=("eval/greedy_success", "eval/sampled_success",
-                                    "rollout/success_rate"))
+  return policy_job(config, model_config, models_of, state=state, train_step=train_step,
+                    batch_fn=batch_fn, eval_fn=eval_fn,
+                    provenance={"task_settings": task_cfg,
+                                **({"prm": os.path.abspath(prm_path)} if prm_path else {})},
+                    progress_keys=("eval/greedy_success", "eval/sampled_success",
+                                   "rollout/success_rate"))

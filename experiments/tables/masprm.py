@@ -23,7 +23,7 @@ import numpy as np
 
 from algorithms.prm import masprm, search
 from envs.data.task_instances import load_instances
-from experiments import prm, rl, verifier
+from experiments import prm, rl
 from experiments.configs import masprm as masprm_configs
 from experiments.tables import figure, launch_train, train_missing, write_md_csv
 from experiments.tables.at_grpo import finished, format_percent, sign_test_p_value
