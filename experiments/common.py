@@ -26,9 +26,13 @@ def base_config(*, total_steps: int, eval_every: int, checkpoint_every: int, log
   c.total_steps = total_steps
   c.eval_every = eval_every
   c.checkpoint_every = checkpoint_every
-  c.log = dict(wandb_mode="offline", project="marft", every=log_every, max_to_keep=max_to_keep)
+  c.log = dict(wandb_mode="offline", project="marft", every=log_every, max_to_keep=max_to_keep,
+               transcripts=True)
   c.mesh = dict(data=-1, fsdp=1, tensor=1)
   c.distributed = False
+  # Updates with a non-finite loss or gradient are skipped and counted; this many in a row stop
+  # the run (0: never).
+  c.max_nonfinite_in_a_row = 10
   return c
 
 
@@ -69,6 +73,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"total_steps={config.total_steps} must be >= 0")
   if config.checkpoint_every < 1:
     raise ConfigError(f"checkpoint_every={config.checkpoint_every} must be >= 1")
+  streak = config.get("max_nonfinite_in_a_row", 0)
+  if isinstance(streak, bool) or not isinstance(streak, int) or streak < 0:
+    raise ConfigError(f"max_nonfinite_in_a_row={streak!r}: a non-negative integer (0: never "
+                      "stop on non-finite updates)")
   if config.eval_every < 0:
     raise ConfigError(f"eval_every={config.eval_every} must be >= 0 (0 turns evaluation off)")
   if config.log.wandb_mode not in WANDB_MODES:

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 import experiments.configs
 from experiments import agentprm, common, lm, maporl, matpo, ppo, pretrain, prm, qmix, rl, verifier
 from marft import sharding, trainer
+from marft.checkpoint import UnreadableCheckpoint
 from marft.logging import config_hash
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(experiments.configs.__file__), "at_grpo.py")
@@ -91,8 +92,10 @@ def main(argv: list[str]) -> None:
     sys.exit(f"invalid config: {e}")
   try:
     trainer.run(config, workdir, job)
-  except trainer.ProvenanceMismatch as e:
+  except (trainer.ProvenanceMismatch, UnreadableCheckpoint) as e:
     sys.exit(f"cannot resume: {e}")
+  except trainer.NonFiniteLoss as e:
+    sys.exit(f"stopped: {e}")
 
 
 if __name__ == "__main__":

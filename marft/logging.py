@@ -1,8 +1,10 @@
-"""Run logging: `config.json`, `metrics.jsonl` (always), wandb (offline by default), a progress bar.
+"""Run logging: `config.json`, `metrics.jsonl` (always), `transcripts.jsonl` (the sampled
+episodes, for `launch.inspect`), wandb (offline by default), a progress bar.
 
-Each line of `metrics.jsonl` is `{"step": N, "<name>": value, ...}`. On resume, lines past the
-restored step are dropped first, so an interrupted-and-resumed run's file equals an
-uninterrupted one's.
+Each line of `metrics.jsonl` is `{"step": N, "<name>": value, ...}`; each line of
+`transcripts.jsonl` is `{"step": N, ...}`, one action of a sampled episode. On resume, lines past
+the restored step are dropped first (all of them when the run starts afresh), so an
+interrupted-and-resumed run's files equal an uninterrupted one's.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 
 # Keys that change how a run is logged or laid out on devices, not what it computes.
-NON_SEMANTIC_KEYS = ("log", "mesh", "distributed")
+NON_SEMANTIC_KEYS = ("log", "mesh", "distributed", "max_nonfinite_in_a_row")
 
 # Options added after runs were made, each with the value that computes what runs made before
 # it existed computed. A key holding that value is left out of the hash, so a new option never
@@ -76,13 +78,39 @@ def _scalar(value: Any) -> float | int:
   return value if isinstance(value, int) else float(value)
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of a run's `metrics.jsonl`."""
-  path = os.path.join(workdir, "metrics.jsonl")
+def _json_default(value: Any) -> Any:
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The records of a JSON-lines file ([] if it is missing); a torn last line (the process was
+  killed mid-write) is dropped."""
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  return records
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All records of a run's `metrics.jsonl`."""
+  return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+
+
+def truncate_jsonl(path: str, last_step: int) -> None:
+  """Keeps the records of `path` up to `last_step` (none when it is negative)."""
+  kept = [r for r in read_jsonl(path) if r["step"] <= last_step]
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
 
 
 class MetricsLogger:
@@ -97,19 +125,19 @@ class MetricsLogger:
     self.workdir = workdir
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config_dict, f, indent=2, sort_keys=True, default=str)
+    # A fresh run (start_step 0) drops everything an earlier, unfinished attempt wrote.
+    last_kept = start_step if start_step > 0 else -1
     self._path = os.path.join(workdir, "metrics.jsonl")
-    self._truncate_after(start_step)
+    truncate_jsonl(self._path, last_kept)
     self._file = open(self._path, "a")
+    self._transcript_path = os.path.join(workdir, "transcripts.jsonl")
+    truncate_jsonl(self._transcript_path, last_kept)
+    self._transcripts = None
     self._progress_keys = tuple(progress_keys)
     self._shown: dict[str, Any] = {}
     self._bar = tqdm(total=total_steps, initial=start_step, disable=not show_progress,
                      dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
     self._wandb = self._init_wandb(config_dict, wandb_mode, project)
-
-  def _truncate_after(self, step: int) -> None:
-    kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
-    with open(self._path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
 
   def _init_wandb(self, config_dict, mode: str, project: str):
     if mode == "disabled":
@@ -136,11 +164,21 @@ class MetricsLogger:
       self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else v
                              for k, v in self._shown.items()}, refresh=False)
 
+  def log_transcripts(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
+    """Appends the sampled episodes' actions of `step` to `transcripts.jsonl`."""
+    if self._transcripts is None:
+      self._transcripts = open(self._transcript_path, "a")
+    self._transcripts.writelines(json.dumps({"step": int(step), **r}, default=_json_default)
+                                 + "\n" for r in records)
+    self._transcripts.flush()
+
   def advance(self, steps: int = 1) -> None:
     self._bar.update(steps)
 
   def close(self) -> None:
     self._bar.close()
     self._file.close()
+    if self._transcripts is not None:
+      self._transcripts.close()
     if self._wandb is not None:
       self._wandb.finish()

@@ -7,6 +7,12 @@ next batch (a corpus slice, or a rollout scored by an algorithm's credit assignm
 checkpoint continues exactly as if uninterrupted. Compilations are counted per phase
 (`perf/rollout_compiles`, `perf/train_compiles`, `perf/eval_compiles`, `perf/compile_seconds`:
 totals since the process started), so a run shows whether its shapes stay inside a bounded set.
+
+Faults: an update whose loss or gradient is not finite is skipped by the train step and counted
+(`train/skipped_steps`); `max_nonfinite_in_a_row` such updates in a row (0: never) stop the run
+with `NonFiniteLoss`, saving nothing more, so the last checkpoint holds the last good state. A
+batch function may return a `transcripts` entry in its metrics (one JSON-able record per sampled
+action); it goes to `transcripts.jsonl`, not to the metrics.
 """
 from __future__ import annotations
 
@@ -43,6 +49,10 @@ class Job(NamedTuple):
   progress_keys: tuple[str, ...] = ("train/loss",)
   export: Callable[[TrainState, str], Any] | None = None
   provenance: Mapping[str, Any] | None = None
+
+
+class NonFiniteLoss(RuntimeError):
+  """Too many updates in a row had a non-finite loss or gradient."""
 
 
 class ProvenanceMismatch(ValueError):
@@ -89,7 +99,10 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
 
   Calls `job.export` when the run has reached `total_steps` (also when resumed already there).
   Reads the common keys `total_steps`, `eval_every`, `checkpoint_every`, `log.every`,
-  `log.wandb_mode`, `log.max_to_keep`. Returns the final state (all saves finished).
+  `log.wandb_mode`, `log.max_to_keep`, `log.transcripts` (default True) and
+  `max_nonfinite_in_a_row` (default 0: never stop). Returns the final state (all saves finished).
+  Raises `NonFiniteLoss` when that many updates in a row were skipped (the streak counts from
+  the start of this process).
   """
   state, train_step, batch_fn, eval_fn, progress_keys, export, provenance = job
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -111,6 +124,9 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
                          project=config.log.get("project", "marft"),
                          progress_keys=progress_keys)
   log_every = max(1, int(config.log.get("every", 1)))
+  keep_transcripts = bool(config.log.get("transcripts", True))
+  max_nonfinite = int(config.get("max_nonfinite_in_a_row", 0))
+  nonfinite_streak = 0
   compiles = {"rollout": 0, "train": 0, "eval": 0, "seconds": 0.0}
 
   def counted(phase: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -136,8 +152,25 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
       while int(state.step) < total:
         started = time.perf_counter()
         batch, batch_metrics = counted("rollout", batch_fn, state)
+        batch_metrics = dict(batch_metrics)
+        transcripts = batch_metrics.pop("transcripts", None)
         state, step_metrics = counted("train", train_step, state, batch)
         step = int(state.step)
+        if transcripts is not None and keep_transcripts:
+          logger.log_transcripts(step, transcripts)
+        if max_nonfinite and "finite" in step_metrics:
+          finite = bool(np.asarray(jax.device_get(step_metrics["finite"])).min() > 0)
+          nonfinite_streak = 0 if finite else nonfinite_streak + 1
+          if nonfinite_streak >= max_nonfinite:
+            logger.log(step, {**summarize_step_metrics(jax.device_get(step_metrics)),
+                              "train/skipped_steps": int(np.asarray(state.skipped_steps).sum())})
+            last = checkpointer.latest_step
+            raise NonFiniteLoss(
+                f"{nonfinite_streak} updates in a row (steps {step - nonfinite_streak + 1}-"
+                f"{step}) had a non-finite loss or gradient and were skipped; stopped. The last "
+                f"checkpoint ({'step ' + str(last) if last is not None else 'none'} in "
+                f"{checkpointer.directory}) is intact. Lower optimizer.lr, check the rewards "
+                "and inputs, or raise max_nonfinite_in_a_row.")
         if step % log_every == 0 or step == total:
           record = {**batch_metrics, **summarize_step_metrics(jax.device_get(step_metrics)),
                     "train/skipped_steps": int(np.asarray(state.skipped_steps).sum()),
