@@ -61,14 +61,18 @@ def unwrap_markdown(text: str) -> str:
 
 def extract_answer(text: str) -> str | None:
   """The content of the last complete `<answer>` tag outside `<think>` blocks, unwrapped of
-  markdown; None when there is none (an invalid action)."""
+  markdown; None when there is none (an invalid action) or `text` is not text."""
+  if not isinstance(text, str):
+    return None
   answers = _ANSWER.findall(strip_thinking(text))
   return unwrap_markdown(answers[-1]) if answers else None
 
 
 def answer_of(response: str, style: str) -> str | None:
   """What a task's parser reads from `response`: the whole text in `compact` style, the tagged
-  answer (`extract_answer`) in `chat` style."""
+  answer (`extract_answer`) in `chat` style; None (an invalid action) when it is not text."""
+  if not isinstance(response, str):
+    return None
   return response if style == "compact" else extract_answer(response)
 
 

@@ -273,7 +273,10 @@ class Tests:
 
 def parse_tests(text: str, family: str, max_tests: int) -> Tests:
   """Parses `f(2)==7;f(3)==10` items; an item that is not a literal call of the family's
-  signature compared with a literal counts but is not valid."""
+  signature compared with a literal counts but is not valid; an answer that is not text holds
+  none."""
+  if not isinstance(text, str):
+    return Tests(0, ())
   items = [item.strip() for item in re.split(r"[;\n]", text) if item.strip()][:max_tests]
   valid = []
   for item in items:

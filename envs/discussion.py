@@ -25,6 +25,7 @@ Expert: the task's answer; heuristic: the agent's own previous answer (a stubbor
 """
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -53,8 +54,10 @@ def discussion_roles(agents: int) -> tuple[str, ...]:
 
 def score_digit(score: float) -> str:
   """A verifier score in [0, 1] as the compact prompt's digit: floor(10 s), capped to 0..9
-  (1e-6 of slack, so a float32 0.7 is a 7)."""
-  return str(min(9, max(0, int(score * 10 + 1e-6))))
+  (1e-6 of slack, so a float32 0.7 is a 7); NaN is a ValueError."""
+  if math.isnan(score):
+    raise ValueError(f"verifier score {score!r} is not a number")
+  return str(int(min(9.0, max(0.0, score * 10 + 1e-6))))
 
 
 def stand_in_score(question: str, turn: int, role: str, answer: str | None, correct: bool
@@ -127,6 +130,10 @@ class DiscussionWorkflow(Workflow):
     return [{"role": "user", "content": f"S {self.checker.question}"}]
 
   def observe_scores(self, scores: dict[str, float]) -> None:
+    """Keeps this turn's verifier scores; a non-finite one is a ValueError naming its role."""
+    for role, score in scores.items():
+      if not math.isfinite(score):
+        raise ValueError(f"verifier score of {role} is {score!r}: scores are finite, in [0, 1]")
     self.scores = dict(scores)
 
   def act(self, responses: dict[str, str]) -> StageResult:

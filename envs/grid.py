@@ -49,7 +49,10 @@ _ROLE_TEXT = {
 
 
 def parse_moves(text: str, max_moves: int) -> str | None:
-  """The moves of an answer (1 to `max_moves` letters of `UDLR`), or None if it does not parse."""
+  """The moves of an answer (1 to `max_moves` letters of `UDLR`), or None if it does not parse
+  (or is not text)."""
+  if not isinstance(text, str):
+    return None
   moves = text.strip()
   if 1 <= len(moves) <= max_moves and _MOVES_RE.fullmatch(moves):
     return moves
@@ -59,7 +62,7 @@ def parse_moves(text: str, max_moves: int) -> str | None:
 def parse_chat_moves(text: str | None, max_moves: int) -> str | None:
   """`parse_moves` of a chat answer (`envs.chat.extract_answer`), which may separate the moves
   by spaces, commas or semicolons and write them in lower case."""
-  if text is None:
+  if not isinstance(text, str):
     return None
   return parse_moves(_MOVE_SEPARATORS.sub("", text).upper(), max_moves)
 
@@ -160,9 +163,9 @@ class MoveWorkflow(Workflow):
   def act(self, responses: dict[str, str]) -> StageResult:
     (role,) = self.acting_roles()
     if self.prompt_style == "chat":
-      moves = parse_chat_moves(chat.extract_answer(responses[role]), self.max_moves)
+      moves = parse_chat_moves(chat.extract_answer(responses.get(role)), self.max_moves)
     else:
-      moves = parse_moves(responses[role], self.max_moves)
+      moves = parse_moves(responses.get(role), self.max_moves)
     if role == "tool":
       reward, outcome = self.clone()._play(moves, final=self.turn == self.max_turns - 1)
       self.proposal = f"{moves or '?'}:{outcome}"

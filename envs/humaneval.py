@@ -145,6 +145,8 @@ def read_code(answer: str | None, task: dict, max_code_chars: int) -> Program:
   """The program of a code answer (the text inside the tag), following the module's rule."""
   if answer is None:
     return Program(None, None, "the answer had no <answer> tag")
+  if not isinstance(answer, str):
+    return Program(None, None, f"the answer was not text but {type(answer).__name__}")
   if not answer.strip():
     return Program(answer, None, "the answer was empty")
   if len(answer) > max_code_chars:
@@ -170,7 +172,7 @@ class Test:
 
 def parse_tests(answer: str | None, entry_point: str, max_tests: int) -> tuple[Test, ...]:
   """The first `max_tests` non-comment lines of a test answer, each valid or not."""
-  lines = [] if answer is None else [
+  lines = [] if not isinstance(answer, str) else [
       line.strip() for line in answer.splitlines() if line.strip()
       and not line.strip().startswith("#")]
   return tuple(_parse_test(line, entry_point) for line in lines[:max_tests])

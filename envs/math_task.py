@@ -170,7 +170,10 @@ def generate_task(seed: int, split: str, cfg: dict) -> dict:
 
 
 def parse_number(text: str) -> Number | None:
-  """The number an answer states (see the module doc), or None if it states none."""
+  """The number an answer states (see the module doc), or None if it states none (or is not
+  text)."""
+  if not isinstance(text, str):
+    return None
   text = text.rsplit("####", 1)[-1].strip().replace(",", "")
   if len(text) > _MAX_DIGITS or not _NUMBER.fullmatch(text):
     return None
@@ -469,7 +472,7 @@ def make_workflow(task: dict, kind: str, cfg: dict, max_turns: int,
   if kind == discussion.KIND:
     return discussion.DiscussionWorkflow(task, discussion_checker(task), max_turns,
                                          cfg.get("agents", 2), prompt_style)
-  if kind in SEQUENTIAL_ROLES:
+  if isinstance(kind, str) and kind in SEQUENTIAL_ROLES:
     return SequentialMathWorkflow(task, kind, max_turns, prompt_style)
   if kind not in KINDS:
     raise ValueError(f"unknown workflow kind {kind!r}; choose from {KINDS}")

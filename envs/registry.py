@@ -27,6 +27,6 @@ TASKS = {
 
 def get_task(name: str) -> ModuleType:
   """The task module registered as `name`."""
-  if name not in TASKS:
+  if not isinstance(name, str) or name not in TASKS:
     raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
   return importlib.import_module(TASKS[name])

@@ -257,8 +257,11 @@ def parse_action(response: str, style: str, allowed: tuple[str, ...]) -> tuple[s
   """`(action, argument)` of a response, the action one of `allowed`, or None (invalid).
 
   compact: `<letter> <argument>` (S search, A answer, D delegate, F summary); chat: the last
-  complete `<action>...</action>` tag outside `<think>` blocks, markdown unwrapped.
+  complete `<action>...</action>` tag outside `<think>` blocks, markdown unwrapped. A response
+  that is not text is invalid.
   """
+  if not isinstance(response, str):
+    return None
   if style == "compact":
     text = response.strip()
     action = _COMPACT_ACTIONS.get(text[:1])
@@ -374,7 +377,7 @@ class SingleAgentWorkflow(_SearchEpisode):
     return chat.chat_messages(_chat_system("agent"), "\n\n".join(lines))
 
   def act(self, responses: dict[str, str]) -> StageResult:
-    parsed = parse_action(responses["agent"], self.prompt_style, ("search", "answer"))
+    parsed = parse_action(responses.get("agent"), self.prompt_style, ("search", "answer"))
     invalid = parsed is None or (parsed[0] == "search" and not valid_query(parsed[1]))
     self.actions += 1
     self.valid += int(not invalid)
@@ -481,10 +484,10 @@ class MatpoWorkflow(_SearchEpisode):
 
   def act(self, responses: dict[str, str]) -> StageResult:
     if self.subtask is not None:
-      outcome = self._worker_act(responses["worker"])
+      outcome = self._worker_act(responses.get("worker"))
       role = "worker"
     else:
-      outcome = self._planner_act(responses["planner"])
+      outcome = self._planner_act(responses.get("planner"))
       role = "planner"
     self.advance()
     reward = self.final_reward(self.format_score()) if self.finished else 0.0

@@ -140,8 +140,9 @@ def generate_task(seed: int, split: str, cfg: dict) -> dict:
 
 
 def parse_fills(text: str, max_fills: int) -> list[tuple[int, str]] | None:
-  """The `(cell, digit)` fills of an answer (see the module doc), or None if it does not parse."""
-  if len(text) > _MAX_ANSWER:
+  """The `(cell, digit)` fills of an answer (see the module doc), or None if it does not parse
+  (or is not text)."""
+  if not isinstance(text, str) or len(text) > _MAX_ANSWER:
     return None
   chars = text.translate(_SEPARATORS)
   n = len(chars) // 3

@@ -44,6 +44,8 @@ def micro_batch_rows(config: Any, rows: int | None = None) -> int:
   """`algo.micro_batch_rows` (0, the default: no gradient accumulation), checked to be a
   non-negative integer dividing `rows` (the rows of one update) when that is known."""
   algo = config.get("algo", None) or {}
+  if not isinstance(algo, (dict, ml_collections.ConfigDict)):
+    raise ConfigError(f"algo={algo!r}: the algorithm's settings, a dict")
   value = algo.get("micro_batch_rows", 0)
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
     raise ConfigError(f"algo.micro_batch_rows={value!r}: a non-negative integer "
@@ -81,5 +83,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"eval_every={config.eval_every} must be >= 0 (0 turns evaluation off)")
   if config.log.wandb_mode not in WANDB_MODES:
     raise ConfigError(f"log.wandb_mode={config.log.wandb_mode!r}: choose from {WANDB_MODES}")
-  if "model" in config and config.model.name not in NAMED_CONFIGS:
-    raise ConfigError(f"model.name={config.model.name!r}: choose from {sorted(NAMED_CONFIGS)}")
+  if "model" in config:
+    model = config.model
+    name = model.get("name") if isinstance(model, (dict, ml_collections.ConfigDict)) else None
+    if not isinstance(name, str) or name not in NAMED_CONFIGS:
+      raise ConfigError(f"model.name={name!r}: choose from {sorted(NAMED_CONFIGS)}")

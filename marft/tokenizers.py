@@ -8,6 +8,7 @@ it renders real chat turns, which `chat`-style prompts need).
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Protocol
@@ -43,8 +44,9 @@ class CharTokenizer:
 
   def __init__(self, vocab_size: int = 128):
     needed = len(self.SPECIALS) + len(self.CHARS)
-    if vocab_size < needed:
-      raise ValueError(f"CharTokenizer needs vocab_size >= {needed}, got {vocab_size}")
+    if not isinstance(vocab_size, numbers.Integral) or vocab_size < needed:
+      raise ValueError(f"CharTokenizer needs an integer vocab_size >= {needed}, got "
+                       f"{vocab_size!r}")
     self.vocab_size = vocab_size
     self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(4)
     self.stop_ids = (self.eos_id,)
@@ -52,6 +54,8 @@ class CharTokenizer:
     self._chars = {i: c for c, i in self._ids.items()}
 
   def encode(self, text: str) -> list[int]:
+    if not isinstance(text, str):
+      raise TypeError(f"encode takes text, got {type(text).__name__}")
     return [self._ids.get(c, self.unk_id) for c in text]
 
   def decode(self, ids: Sequence[int]) -> str:
@@ -155,6 +159,9 @@ def _format_of_template(template: str, path: str) -> str:
 def load_tokenizer(name_or_path: str, vocab_size: int = 128,
                    enable_thinking: bool = True) -> Tokenizer:
   """`"char"` gives the character tokenizer; a directory gives its `tokenizer.json`."""
+  if not isinstance(name_or_path, (str, os.PathLike)):
+    raise ValueError(f"tokenizer {name_or_path!r}: give 'char' or a directory with a "
+                     "tokenizer.json")
   if name_or_path == "char":
     return CharTokenizer(vocab_size)
   return HFTokenizer.from_pretrained(name_or_path, enable_thinking=enable_thinking)

@@ -52,15 +52,17 @@ PAPER_TASKS = {
 
 
 def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.ConfigDict:
-  task, regime, scale = cell.split(",")
-  if task not in ROLES or regime not in REGIMES or scale not in SCALES:
+  parts = cell.split(",")
+  if len(parts) != 3 or parts[0] not in ROLES or parts[1] not in REGIMES or parts[2] not in SCALES:
     raise ValueError(f"config cell {cell!r}: expected <task>,<regime>,<scale> with task in "
                      f"{sorted(ROLES)}, regime in {REGIMES}, scale in {SCALES}")
+  task, regime, scale = parts
   on_cpu = scale != "paper"  # a base model pretrained here (tiny or small)
   c = common.base_config(total_steps=30 if on_cpu else 200, eval_every=10,
                          checkpoint_every=10, log_every=1, max_to_keep=2)
   c.model = dict(name=scale if on_cpu else "qwen3-1.7b", path="", tokenizer="",
-                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu)
+                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu,
+                 base="", remat="none", logprob_chunk=0)
   settings = (TINY_TASKS if on_cpu else PAPER_TASKS)[task]
   roles = ROLES[task]
   if regime == "single_grpo":

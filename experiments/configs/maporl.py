@@ -21,6 +21,8 @@ answers 21.9% of the 256 test questions right greedy at every turn (the verifier
 is 0.68); after 30 steps, alpha 0 ends at 19.4 ± 0.6% greedy over 3 seeds: the paper's gain
 does not appear at this scale (see the table for why).
 """
+import math
+
 import ml_collections
 
 from experiments import common
@@ -37,12 +39,15 @@ def get_config(cell: str = "tiny") -> ml_collections.ConfigDict:
     alpha = float(parts[1]) if len(parts) == 2 else 0.0
   except ValueError as e:
     raise ValueError(f"config cell {cell!r}: alpha {parts[1]!r} is not a number") from e
+  if not math.isfinite(alpha):
+    raise ValueError(f"config cell {cell!r}: alpha {parts[1]!r} is not finite")
   on_cpu = scale != "paper"
   c = common.base_config(total_steps=30 if on_cpu else 300, eval_every=10 if on_cpu else 50,
                          checkpoint_every=10 if on_cpu else 50, log_every=1, max_to_keep=2)
   c.model = dict(name=scale if on_cpu else "qwen2.5-1.5b", path="", tokenizer="",
                  base="math_maporl" if on_cpu else "",
-                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu)
+                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu,
+                 remat="none", logprob_chunk=0)
   c.task = dict(name="math", workflow="discussion",
                 prompt_style="compact" if on_cpu else "chat",
                 env=(dict(min_steps=2, max_steps=2, max_number=5, max_turns=3, agents=2)

@@ -37,6 +37,8 @@ def get_config(cell: str = "matpo,tiny,0") -> ml_collections.ConfigDict:
     noise = float(parts[2]) if len(parts) == 3 else 0.0
   except ValueError as e:
     raise ValueError(f"config cell {cell!r}: noise {parts[2]!r} is not a number") from e
+  if not 0 <= noise <= 1:
+    raise ValueError(f"config cell {cell!r}: noise {parts[2]!r} is not a probability in [0, 1]")
   on_cpu = scale != "paper"
   # Tiny: 20 steps of 8 questions x K 4 (a MATPO step is ~500 planner and worker rows; about
   # 20 s a step on 2 CPU cores).
@@ -44,7 +46,8 @@ def get_config(cell: str = "matpo,tiny,0") -> ml_collections.ConfigDict:
                          checkpoint_every=10 if on_cpu else 20, log_every=1, max_to_keep=2)
   c.model = dict(name=scale if on_cpu else "qwen3-1.7b", path="", tokenizer="",
                  base="search_qa" if on_cpu else "",
-                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu)
+                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu,
+                 remat="none", logprob_chunk=0)
   env = dict(min_hops=1, max_hops=2 if on_cpu else 3, noise=noise,
              query_recap=regime != "matpo_no_recap",
              final_summary=regime != "matpo_no_summary")
