@@ -30,7 +30,7 @@ def expand(axes: Sequence[str]) -> list[list[str]]:
   """`["a=1,2", "b=x"]` -> `[["--config.a=1", "--config.b=x"], ["--config.a=2", ...]]`."""
   parsed = []
   for axis in axes:
-    key, sep, values = axis.partition("=")
+    key, sep, values = axis.partition("=") if isinstance(axis, str) else ("", "", "")
     if not sep or not key or not values:
       raise app.UsageError(f"--sweep={axis!r}: expected key=value1,value2,...")
     parsed.append([f"--config.{key}={value}" for value in values.split(",")])
