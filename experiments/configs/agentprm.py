@@ -56,7 +56,8 @@ def get_config(cell: str = "agentprm,tiny") -> ml_collections.ConfigDict:
                          max_to_keep=1)
   c.model = dict(name="tiny" if tiny else "qwen3-1.7b", path="", tokenizer="",
                  base="plan_path" if tiny else "", dtype="float32" if tiny else "bfloat16",
-                 enable_thinking=tiny)
+                 enable_thinking=tiny,
+                 remat="none", logprob_chunk=0)
   c.task = dict(name="plan_path", env=ENV[scale], workflow="mas",
                 prompt_style="compact" if tiny else "chat")
   c.policies = dict(mapping={role: 0 for role in ROLES})

@@ -82,7 +82,8 @@ def get_config(cell: str = "plan_path,mas_shared,tiny") -> ml_collections.Config
   # ScalingInter-RL horizon curriculum; () trains at the task's max_turns throughout. E.g.
   # --config.curriculum.max_turns='(2, 4, 6)' --config.curriculum.every=10.
   c.curriculum = dict(max_turns=(), every=100)
-  c.algo = dict(name="grpo", k=4, tree=True, continuation="best", minibatches=1, alpha=1.0,
+  c.algo = dict(name="grpo", k=4, tree=True, continuation="best", minibatches=1,
+                micro_batch_rows=0, alpha=1.0,
                 eps=1e-6, normalize_std=True, drop_zero_variance=True, clip_eps=0.2, dual_clip=3.0,
                 aggregation="token-mean", kl_coef=0.0,
                 # AgentPRM's PRM as a dense reward (Choudhury 2025, Sec. 2): each action's local

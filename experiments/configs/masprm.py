@@ -30,7 +30,8 @@ def get_config(scale: str = "tiny") -> ml_collections.ConfigDict:
                          checkpoint_every=300, log_every=10, max_to_keep=1)
   c.model = dict(name=scale if on_cpu else "qwen2.5-1.5b", path="", tokenizer="",
                  base="math_marft" if on_cpu else "",
-                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu)
+                 dtype="float32" if on_cpu else "bfloat16", enable_thinking=on_cpu,
+                 remat="none", logprob_chunk=0)
   c.task = dict(name="math", workflow="trio", prompt_style="compact" if on_cpu else "chat",
                 env=(dict(min_steps=2, max_steps=2, max_number=5, max_turns=1) if on_cpu
                      else dict(max_turns=1)))

@@ -65,9 +65,9 @@ def get_config(cell: str = "matpo,tiny,0") -> ml_collections.ConfigDict:
   c.rollout = dict(max_new_tokens=14 if on_cpu else 1024, temperature=1.0)
   c.curriculum = dict(max_turns=(), every=100)
   c.algo = dict(name="matpo", k=4 if on_cpu else 8, tree=False, continuation="best",
-                minibatches=2 if on_cpu else 1, alpha=1.0, eps=1e-6, normalize_std=True,
-                drop_zero_variance=False, clip_eps=0.2, dual_clip=3.0, aggregation="token-mean",
-                kl_coef=0.0)
+                minibatches=2 if on_cpu else 1, micro_batch_rows=0, alpha=1.0, eps=1e-6,
+                normalize_std=True, drop_zero_variance=False, clip_eps=0.2, dual_clip=3.0,
+                aggregation="token-mean", kl_coef=0.0)
   # Tiny: at lr 3e-5 and one update a rollout, 20 steps left both regimes at their base
   # (greedy 15.6 -> 14.1% single, 10.9 -> 10.5% MATPO); 1e-4 and two minibatches (the MARFT
   # table's tiny learning rate) move the policy within the budget.
