@@ -5,19 +5,24 @@ Code never runs in the caller's process. `run_python` starts a fresh interpreter
   caller), in its own session and process group, with a minimal environment, in isolated mode
   without `site` (`-I -S -B`);
 - under "bwrap" isolation (Debian's `bubblewrap`, used when it works here): in new user, pid,
-  network, ipc, uts and cgroup namespaces; the whole file system read-only except a private,
-  size-capped tmpfs at `/tmp` that is also the working directory; no network (only a downed
-  loopback); no further user namespaces; killed with its whole pid namespace when it ends;
+  network, ipc, uts and cgroup namespaces; it sees only the system's directories (`/usr`,
+  `/etc`, `/bin`, `/lib`...) and the interpreter's installation, read-only, not the caller's
+  files (the checkout, home directories, data), plus a private, size-capped tmpfs at `/tmp`
+  that is also the working directory; no network (only a loopback of its own); no further user
+  namespaces; killed with its whole pid namespace when it ends;
 - under "rlimits" isolation (the fall-back where bubblewrap is missing or cannot create
   namespaces): only the unprivileged user, a private working directory and the limits below.
-  Network access is NOT blocked and world-writable directories (`/tmp`) stay writable to it;
-  a process that leaves the process group (`setsid`) can outlive the run, bounded by its CPU
-  limit.
+  Network access is NOT blocked, every world-readable file (the checkout too) can be read,
+  world-writable directories (`/tmp`) stay writable to it, and other processes are visible
+  in `/proc`; a process that leaves the process group (`setsid`) can outlive the run, bounded
+  by its CPU limit.
 - in both: `RLIMIT_AS` (memory), `RLIMIT_CPU`, `RLIMIT_NPROC`, `RLIMIT_FSIZE` (which is also
   the cap on stdout/stderr: they go to files), `RLIMIT_NOFILE`, no core dumps, and a wall-clock
-  timeout after which the whole process group is killed.
+  timeout after which the whole process group is killed. A file over its size limit or a full
+  `/tmp` reads as "output_limit", too many processes or open files as "forbidden".
 
-The isolation used is chosen once per process by running a probe, and logged once.
+The isolation used is chosen once per process by running a probe, and logged once; the reason
+of every failed run is logged at INFO.
 """
 from __future__ import annotations
 
@@ -57,14 +62,17 @@ with open("main.py", "rb") as s:
 del s
 exec(c, {{"__name__": "__main__", "__builtins__": __builtins__}})
 """
-_BWRAP_FLAGS = ("--ro-bind", "/", "/", "--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc",
-                "--tmpfs", "/run", "--remount-ro", "/run", "--size", str(TMPFS_BYTES),
-                "--tmpfs", "/tmp", "--chdir", "/tmp", "--unshare-all", "--unshare-user",
-                "--disable-userns", "--die-with-parent", "--new-session")
+# The only host directories visible under bwrap (read-only; those missing here are skipped).
+_SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_BWRAP_FLAGS = ("--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc",
+                "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--remount-ro", "/",
+                "--chdir", "/tmp", "--unshare-all", "--unshare-user", "--disable-userns",
+                "--die-with-parent", "--new-session")
 _FORBIDDEN = ("PermissionError", "Permission denied", "Read-only file system",
               "Operation not permitted", "Network is unreachable", "gaierror",
               "Temporary failure in name resolution", "BlockingIOError",
-              "Resource temporarily unavailable", "ConnectionRefusedError")
+              "Resource temporarily unavailable", "ConnectionRefusedError", "Too many open files")
+_DISK_FULL = ("File too large", "No space left on device", "Disk quota exceeded")
 _MEMORY = ("MemoryError", "Cannot allocate memory", "out of memory")
 
 
@@ -105,7 +113,10 @@ def run_python(source: str, *, timeout_s: float = 2.0, memory_mb: int = 256, std
     # this call alone, so concurrent calls and a previous call's dying processes do not count.
     uid = _CALL_UIDS.start + secrets.randbelow(len(_CALL_UIDS))
     setup = dataclasses.replace(setup, user=uid, group=uid)
-  return _execute(setup, source, timeout_s, memory_mb, stdin)
+  result = _execute(setup, source, timeout_s, memory_mb, stdin)
+  if not result.ok:
+    logging.info("Sandbox run failed: %s (exit status %d)", result.reason, result.returncode)
+  return result
 
 
 def available_isolations() -> tuple[str, ...]:
@@ -129,8 +140,8 @@ def _execute(setup: _Setup, source: str, timeout_s: float, memory_mb: int,
     if setup.isolation == "bwrap":
       src.write(code)
       src.seek(0)
-      argv = ["bwrap", *_BWRAP_FLAGS, "--ro-bind-data", str(src.fileno()), "/tmp/main.py",
-              *interpreter]
+      argv = ["bwrap", *_bwrap_mounts(setup.python), *_BWRAP_FLAGS, "--ro-bind-data",
+              str(src.fileno()), "/tmp/main.py", *interpreter]
       cwd, pass_fds = "/", (src.fileno(),)
     else:
       workdir = tempfile.mkdtemp(prefix="sandbox-")
@@ -148,11 +159,21 @@ def _execute(setup: _Setup, source: str, timeout_s: float, memory_mb: int,
     finally:
       if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)
+    if setup.isolation == "bwrap" and 128 < returncode < 128 + signal.NSIG:
+      returncode = 128 - returncode  # bwrap exits with 128 + N when the program died of signal N
     stdout, out_full = _read_capped(out)
     stderr, err_full = _read_capped(err)
   reason = _classify(timed_out, returncode, out_full or err_full, stderr)
   return SandboxResult(ok=reason == "ok", reason=reason, stdout=stdout, stderr=stderr,
                        returncode=returncode)
+
+
+def _bwrap_mounts(python: str) -> list[str]:
+  """Read-only binds of the system's directories and of the interpreter's installation."""
+  prefix = os.path.dirname(os.path.dirname(python))  # <prefix>/bin/python3
+  inside = prefix == "/" or any(os.path.commonpath((prefix, d)) == d for d in _SYSTEM_DIRS)
+  mounts = [a for d in _SYSTEM_DIRS for a in ("--ro-bind-try", d, d)]
+  return mounts if inside else [*mounts, "--ro-bind", prefix, prefix]
 
 
 def _run_process(argv, cwd, env, inp, out, err, pass_fds, setup: _Setup,
@@ -205,7 +226,7 @@ def _classify(timed_out: bool, returncode: int, output_full: bool, stderr: str) 
   if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
     return "timeout"
   last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "")
-  if output_full or returncode == -signal.SIGXFSZ or "File too large" in last:
+  if output_full or returncode == -signal.SIGXFSZ or any(m in last for m in _DISK_FULL):
     return "output_limit"
   if returncode == 0:
     return "ok"
