@@ -6,7 +6,7 @@
   python -m launch.reproduce --table=matpo --seeds=3 [--workers=2]
   python -m launch.reproduce --table=masprm --seeds=3
   python -m launch.reproduce --table=agentprm --seeds=3 [--workers=2]
-  python -m launch.reproduce --table=qmix_two_step
+  python -m launch.reproduce --table=qmix_two_step --seeds=5
   python -m launch.reproduce --table=qmix_jaxmarl --seeds=4 [--jaxmarl_root=PATH]
 
 Each table is a module `experiments/tables/<table>.py` with `reproduce(*, scale, seeds,

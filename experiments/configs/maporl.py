@@ -18,7 +18,7 @@ of the trained verifier's (the table's verifier ablation).
 
 Expected (tiny, 2 CPU cores, about 4 minutes a run alone; `results/maporl.md`): the base team
 answers 21.9% of the 256 test questions right greedy at every turn (the verifier's held-out AUC
-is 0.68); after 30 steps, alpha 0 ends at 19.4 ± 0.6% greedy over 3 seeds: the paper's gain
+is 0.68); after 30 steps, alpha 0 ends at 19.5 ± 0.6% greedy over 3 seeds: the paper's gain
 does not appear at this scale (see the table for why).
 """
 import math

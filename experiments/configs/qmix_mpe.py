@@ -2,7 +2,7 @@
 
   python -m launch.train --config=experiments/configs/qmix_mpe.py
   python -m launch.train --config=experiments/configs/qmix_mpe.py --config.algo.mixer=vdn
-  python -m launch.reproduce --table=qmix_jaxmarl      # QMIX and VDN, 4 seeds, beside JaxMARL
+  python -m launch.reproduce --table=qmix_jaxmarl --seeds=4  # QMIX and VDN, 4 seeds, beside JaxMARL
 
 JaxMARL's `baselines/QLearning/config/alg/ql_rnn_mpe.yaml` in this codebase's terms: GRU agents
 of 64 units sharing parameters, mixer embedding 32, hypernetworks 128, every layer orthogonally

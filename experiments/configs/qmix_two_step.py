@@ -4,7 +4,7 @@
   python -m launch.train --config=experiments/configs/qmix_two_step.py --config.algo.mixer=vdn
   python -m launch.train --config=experiments/configs/qmix_two_step.py \
       --config.algo.epsilon_finish=0.05            # annealed 1 -> 0.05 over 10k transitions
-  python -m launch.reproduce --table=qmix_two_step   # QMIX and VDN, both explorations, 5 seeds
+  python -m launch.reproduce --table=qmix_two_step --seeds=5   # QMIX and VDN, both explorations, 5 seeds
 
 Measured (2 shared CPU cores, 12 s per run with compilation; seeds 0-4 through the table,
 2,000 updates each): eval/greedy_return 8 for QMIX and 7 for VDN in every seed, as in Table 1
