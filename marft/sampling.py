@@ -171,7 +171,7 @@ def generate(model: Decoder, prompts: jax.Array | np.ndarray,
   rows["limits"][:batch] = max_lengths
   rows["stops"][:batch] = stops
   if mesh is not None:
-    rows = jax.device_put(rows, sharding.batch_sharding(mesh, stacked=False))
+    rows = sharding.put_global(rows, sharding.batch_sharding(mesh, stacked=False))
 
   graphdef, state = nnx.split(model)
   out = _generate(graphdef, state, rows["prompts"], rows["lengths"], rows["limits"],
@@ -179,4 +179,4 @@ def generate(model: Decoder, prompts: jax.Array | np.ndarray,
                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                   pad_id=int(pad_id))
   # Sliced on the host: an eager slice of a device array would compile once per batch size.
-  return SampleOutput(*(np.asarray(x)[:batch] for x in jax.device_get(out)))
+  return SampleOutput(*(np.asarray(x)[:batch] for x in sharding.to_host(out)))

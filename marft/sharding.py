@@ -9,12 +9,14 @@ GPU box, or a multi-host slice after `jax.distributed.initialize()`.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -34,14 +36,24 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
-  """Joins a multi-host job (`jax.distributed.initialize()` reads the cluster environment)."""
-  if enabled:
-    jax.distributed.initialize()
+  """Joins a multi-process job when `enabled` (`--config.distributed=True`); else a no-op.
+
+  Call it before anything touches a device. `jax.distributed.initialize()` finds the
+  coordinator, process count and process id itself under SLURM, Open MPI, Kubernetes and on
+  Cloud TPU VMs. For a launch by hand set `JAX_COORDINATOR_ADDRESS=host:port` (read by JAX) and
+  `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID` (read here); whatever is unset comes from the cluster.
+  Afterwards `jax.devices()`, and so `make_mesh`, spans every process's devices.
+  """
+  if not enabled or jax.distributed.is_initialized():
+    return
+  env_int = lambda name: int(os.environ[name]) if os.environ.get(name) else None
+  jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),
+                             process_id=env_int("JAX_PROCESS_ID"))
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A `(data, fsdp, tensor)` mesh over all devices; `-1` takes whatever is left."""
+  """A `(data, fsdp, tensor)` mesh over all devices of all processes; `-1` takes what is left."""
   devices = list(devices if devices is not None else jax.devices())
   shape = [data, fsdp, tensor]
   if shape.count(-1) > 1:
@@ -118,6 +130,35 @@ def _as_tuple(target: str | tuple[str, ...] | None) -> tuple[str, ...]:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def put_global(tree: Any, shardings: Any) -> Any:
+  """`jax.device_put` of host values that every process holds in full (same seed, same data).
+
+  With one process it is `jax.device_put`. With several, each numpy or single-process leaf
+  becomes a global array of which this process places only its own shards
+  (`jax.make_array_from_process_local_data` with the full shape); leaves already spanning
+  processes are resharded. A numpy batch cannot go straight into a sharded `jit` there.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def place(x: Any, target: NamedSharding) -> jax.Array:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, target)
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(target, x, x.shape)
+
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: place(x, shardings), tree)
+  return jax.tree.map(place, tree, shardings)
+
+
+def to_host(tree: Any) -> Any:
+  """`jax.device_get` that also works for arrays spread over processes: each gets them whole."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def describe(mesh: Mesh) -> str:

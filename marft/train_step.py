@@ -86,7 +86,7 @@ def init_train_state(params: nnx.State, optimizer: optax.GradientTransformation,
   if mesh is None:
     return state.replace(opt_state=init_opt(params))
   shardings = train_state_shardings(state, optimizer, mesh)
-  params = jax.device_put(params, shardings.params)
+  params = sharding.put_global(params, shardings.params)
   opt_state = jax.jit(init_opt, out_shardings=shardings.opt_state)(params)
   rest = jax.device_put((state.step, state.rng, state.skipped_steps, extra),
                         (shardings.step, shardings.rng, shardings.skipped_steps,
@@ -126,7 +126,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   `nnx.merge(graphdef, params)` or `nnx.merge(graphdef, params, frozen)`. `metrics` are float32
   arrays of shape `[P]`: the loss's own metrics plus `loss`, `grad_norm` and `finite`. `frozen`
   params are passed to every call (an argument, not a compiled-in constant). With a mesh, pass
-  a `state` to read its shardings. The input state is donated.
+  a `state` to read its shardings. The input state is donated. Across processes each one
+  passes the same whole batch (see `sharding.put_global`).
 
   With `micro_batch_rows = r > 0` (gradient accumulation), each update's rows are split in order
   into micro-batches of r rows, and a `lax.scan` sums their losses, metrics and gradients before
@@ -234,10 +235,12 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
   if state is None:
     raise ValueError("a sharded train step needs the train state to read its shardings")
   state_shardings = train_state_shardings(state, optimizer, mesh)
-  frozen_shardings = (None if frozen is None
-                      else sharding.state_shardings(frozen, mesh, stacked=False))
-  jitted = jax.jit(step,
-                   in_shardings=(state_shardings, sharding.batch_sharding(mesh), frozen_shardings),
+  frozen_shardings = None
+  if frozen is not None:
+    frozen_shardings = sharding.state_shardings(frozen, mesh, stacked=False)
+    frozen = sharding.put_global(frozen, frozen_shardings)  # placed once, not every step
+  batch_sharding = sharding.batch_sharding(mesh)
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding, frozen_shardings),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=(0,))
-  return lambda state, batch: jitted(state, batch, frozen)
+  return lambda state, batch: jitted(state, sharding.put_global(batch, batch_sharding), frozen)

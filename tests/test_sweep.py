@@ -42,3 +42,59 @@ def test_local_sweep_runs_each_point_once_and_writes_slurm(tmp_path):
                  env={**os.environ, "PYTHONPATH": ROOT})
   text = script.read_text()
   assert "#SBATCH --array=0-2" in text and text.count("--config.seed=") == 3
+
+
+def _stub(directory, name):
+  path = directory / name
+  path.write_text(f'#!/bin/bash\necho "RAN {name} $*"\n')
+  path.chmod(0o755)
+
+
+def test_multi_node_slurm_script_runs_the_right_point_per_array_task(tmp_path):
+  script, logs = tmp_path / "sweep.sbatch", tmp_path / "logs"
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", "--sweep=seed=0,1,2",
+       "--sweep=optimizer.lr=1e-3,3e-3", f"--slurm={script}", "--slurm_nodes=2",
+       "--slurm_gpus_per_node=8", "--slurm_time=02:00:00", "--slurm_partition=gpu",
+       f"--slurm_logs={logs}"],
+      cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert logs.is_dir()
+  text = script.read_text()
+  header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+  assert header == ["#SBATCH --job-name=marft-sweep", "#SBATCH --array=0-5",
+                    "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1",
+                    f"#SBATCH --output={logs}/%x-%A_%a.out", "#SBATCH --gpus-per-node=8",
+                    "#SBATCH --time=02:00:00", "#SBATCH --partition=gpu",
+                    f"#SBATCH --chdir={tmp_path}"]
+  assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+  # srun and python replaced by stubs that print the command they were given.
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _stub(bin_dir, "srun")
+  _stub(bin_dir, "python")
+  grid = sweep.expand(["seed=0,1,2", "optimizer.lr=1e-3,3e-3"])
+  for task, point in enumerate(grid):
+    ran = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, check=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": str(task)})
+    expected = ["RAN", "srun", "--nodes=2", "--ntasks-per-node=1", "python", "-m",
+                "launch.train", f"--config={CONFIG}", *point, "--config.distributed=True"]
+    assert ran.stdout.splitlines()[-1].split() == expected
+  assert subprocess.run(["bash", str(script)], capture_output=True,
+                        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "6"}
+                        ).stdout.count(b"RAN") == 0  # past the array: nothing runs
+  exported = [line for line in text.splitlines() if line.startswith("export ")]
+  assert exported == ["export JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7"]
+
+
+def test_single_node_slurm_script_runs_python_without_distributed(tmp_path):
+  script = tmp_path / "one.sbatch"
+  script.write_text(sweep.slurm_script("c.py", sweep.expand(["seed=3"])))
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _stub(bin_dir, "python")
+  ran = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True,
+                       env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_ARRAY_TASK_ID": "0"})
+  assert ran.stdout.splitlines()[-1] == "RAN python -m launch.train --config=c.py --config.seed=3"
+  assert "--gpus-per-node" not in script.read_text() and "srun" not in script.read_text()
