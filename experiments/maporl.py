@@ -34,7 +34,7 @@ from flax import nnx
 from algorithms import maporl, marft_ppo
 from envs.data.task_instances import load_instances
 from experiments import common, ppo, rl, verifier
-from marft import trainer
+from marft import trainer, transcripts
 from marft.logprobs import next_token_logprobs
 from marft.models import heads
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
@@ -137,6 +137,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
                                  temperature=config.rollout.temperature)
   num_episodes = config.task.num_tasks * algo.k
   grid = (num_episodes, max_turns, num_roles)
+  keep_transcripts = transcripts.wanted(config)
 
   def models_of(state):
     return rl.policy_models(graphdef, state.params, frozen, num_policies)
@@ -194,6 +195,10 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
     for i, role in enumerate(roles):
       mine = b.role_id == i
       metrics[f"train/answer_reward/{role}"] = float(answer_rewards[mine].mean())
+    if keep_transcripts:
+      metrics["transcripts"] = transcripts.records(
+          b, tokenizer, roles, advantages=token_advantages, weights=policy_rows["row_weight"],
+          groups=whitening_groups(b, num_roles), episodes=rollout.transcripts)
     return {"policy": policy_batch, "critic": critic_batch}, metrics
 
   test_instances = load_instances(config.task.name, task_cfg, config.task.eval_tasks)
@@ -238,6 +243,11 @@ def grid_index(batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
           batch.role_id.astype(np.int64))
 
 
+def whitening_groups(batch: Any, num_roles: int) -> np.ndarray:
+  """The (turn, agent) group each row's advantages are whitened in, as `turn * A + agent`."""
+  return (batch.turn_id * num_roles + batch.role_id).astype(np.int32)
+
+
 def answer_credit(batch: Any, kl: np.ndarray, values: np.ndarray, valid: np.ndarray,
                   grid: tuple[int, int, int], algo: Any
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,7 +262,7 @@ def answer_credit(batch: Any, kl: np.ndarray, values: np.ndarray, valid: np.ndar
       on_grid(batch.score), on_grid(batch.reward), on_grid(batch.invalid),
       gamma=float(algo.influence_gamma), alphas=tuple(float(a) for a in algo.alphas),
       penalty=float(algo.penalty)))[index]
-  groups = (batch.turn_id * grid[2] + batch.role_id).astype(np.int32)
+  groups = whitening_groups(batch, grid[2])
   advantages, returns = (np.asarray(x) for x in _credit(
       rewards, kl, values, valid, groups, num_groups=grid[1] * grid[2],
       kl_coef=float(algo.kl_coef), gamma=float(algo.gamma), lam=float(algo.lam)))

@@ -27,6 +27,12 @@ def _advantages(rewards: jax.Array, query_ids: jax.Array, parent_ids: jax.Array,
   return matpo.rollout_advantages(rewards, query_ids, parent_ids, eps=eps)
 
 
+def matpo_groups(batch: Any) -> np.ndarray:
+  """The group each row's advantage is normalised in: its query (the task), whose K planner
+  rollouts are normalised together and hand their advantages to their worker rollouts."""
+  return np.asarray(batch.task_id, np.int32)
+
+
 def matpo_credit(batch: Any, algo: Any) -> tuple[np.ndarray, np.ndarray]:
   """Each row's advantage: its rollout's (`matpo.rollout_advantages` over rollouts padded to a
   `shape_bucket`, padding rollouts being planners of queries of their own); every row is kept
@@ -41,7 +47,7 @@ def matpo_credit(batch: Any, algo: Any) -> tuple[np.ndarray, np.ndarray]:
   rewards = np.zeros(width, np.float32)
   rewards[:n] = np.asarray(batch.episode_return)[rows]
   queries = np.arange(width, dtype=np.int32)  # task ids are < the number of planner rollouts
-  queries[:n] = np.asarray(batch.task_id)[rows]
+  queries[:n] = matpo_groups(batch)[rows]
   parent_ids = np.full(width, -1, np.int32)
   parent_ids[:n] = parents
   advantages = np.asarray(_advantages(rewards, queries, parent_ids, eps=float(algo.eps)))[:n]
@@ -53,4 +59,4 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   if config.algo.tree:
     raise common.ConfigError("algo.tree=True: MATPO's K rollouts of a query are independent "
                              "episodes (a tree would share the planner's nested workers)")
-  return rl.build(config, mesh, credit=matpo_credit)
+  return rl.build(config, mesh, credit=matpo_credit, groups=matpo_groups)

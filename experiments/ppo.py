@@ -24,7 +24,7 @@ from flax import nnx
 from algorithms import marft_ppo
 from envs.data.task_instances import load_instances
 from experiments import common, rl
-from marft import trainer
+from marft import trainer, transcripts
 from marft.logprobs import next_token_logprobs
 from marft.rollout.engine import RolloutConfig, collect, model_sampler
 from marft.sampling import shape_bucket
@@ -283,6 +283,7 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
   max_turns = task_cfg["max_turns"]
   num_episodes = config.task.num_tasks * algo.k
   token_level = algo.credit == "token"
+  keep_transcripts = transcripts.wanted(config)
 
   def models_of(state):
     return rl.policy_models(graphdef, state.params, frozen, num_policies)
@@ -367,6 +368,10 @@ def build(config: Any, mesh: jax.sharding.Mesh) -> trainer.Job:
       acted = entry_mask[:, t].sum(-1) > 0
       metrics[f"rollout/reward/turn{t + 1}"] = float(
           placed["rewards"][:, t].sum(-1)[acted].mean()) if acted.any() else 0.0
+    if keep_transcripts:
+      metrics["transcripts"] = transcripts.records(
+          b, tokenizer, roles, advantages=policy_rows_advantages, weights=row_weight,
+          episodes=rollout.transcripts)
     return {"policy": policy_batch, "critic": critic_batch}, metrics
 
   test_instances = load_instances(config.task.name, task_cfg, config.task.eval_tasks)

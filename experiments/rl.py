@@ -22,7 +22,7 @@ from algorithms.prm import agentprm
 from envs.data.task_instances import load_instances
 from envs.registry import get_task
 from experiments import common, pretrain
-from marft import sharding, trainer
+from marft import sharding, trainer, transcripts
 from marft.logprobs import next_token_logprobs
 from marft.models.heads import ScoredLM, make_scorer
 from marft.models.hf import CheckpointError, load_pretrained, load_scored_lm, save_pretrained
@@ -359,19 +359,24 @@ def prm_step_values(scorer: Callable[[list[list[int]]], np.ndarray], batch: Any)
                     np.float32)
 
 
+def at_grpo_groups(batch: Any) -> np.ndarray:
+  """AT-GRPO's group of each row: its (task, role, turn), as dense ids."""
+  return grpo.dense_group_ids(batch.task_id, batch.role_id, batch.turn_id)
+
+
 def at_grpo_credit(batch: Any, algo: Any) -> tuple[np.ndarray, np.ndarray]:
   """AT-GRPO's credit of a rollout's rows: the mixed reward `alpha r_team + r_local`
   normalised within each (task, role, turn) group (`group_credit`)."""
   rewards = np.asarray(grpo.mix_rewards(batch.reward, batch.team_reward, algo.alpha))
-  groups = grpo.dense_group_ids(batch.task_id, batch.role_id, batch.turn_id)
-  return group_credit(rewards, groups, algo)
+  return group_credit(rewards, at_grpo_groups(batch), algo)
 
 
 def build(config: Any, mesh: jax.sharding.Mesh,
-          credit: Callable[[Any, Any], tuple[np.ndarray, np.ndarray]] = at_grpo_credit
-          ) -> trainer.Job:
+          credit: Callable[[Any, Any], tuple[np.ndarray, np.ndarray]] = at_grpo_credit,
+          groups: Callable[[Any], np.ndarray] = at_grpo_groups) -> trainer.Job:
   """The RL job of `config` (see `experiments/configs/at_grpo.py`); `credit(rollout batch,
-  config.algo) -> (advantage, keep-weight)` per row (MATPO passes its own)."""
+  config.algo) -> (advantage, keep-weight)` per row and `groups(rollout batch)`, the group
+  each row's advantage is normalised in, for the transcripts (MATPO passes its own)."""
   if config.algo.k < 2:
     raise common.ConfigError(f"algo.k={config.algo.k}: a group needs at least 2 samples")
   prm_path, prm_coef = config.algo.get("prm_path", ""), float(config.algo.get("prm_coef", 0.0))
@@ -408,6 +413,7 @@ def build(config: Any, mesh: jax.sharding.Mesh,
                                  max_new_tokens=config.rollout.max_new_tokens,
                                  temperature=config.rollout.temperature)
   kind = config.task.workflow
+  keep_transcripts = transcripts.wanted(config)
   prm_scorer = make_scorer(load_prm(prm_path, config.model.dtype, model_config.vocab_size,
                                     "algo.prm_path"), tokenizer.pad_id,
                            link=agentprm.prm_value) if prm_path else None
@@ -450,6 +456,10 @@ def build(config: Any, mesh: jax.sharding.Mesh,
     metrics["rollout/kept_rows"] = float(weight.sum())
     metrics["train/advantage_abs"] = float(np.abs(advantages * weight).sum()
                                            / max(weight.sum(), 1.0))
+    if keep_transcripts:
+      metrics["transcripts"] = transcripts.records(
+          b, tokenizer, roles, advantages=advantages, weights=weight, groups=groups(b),
+          episodes=rollout.transcripts, tree=rollout_config.tree)
     return batch, metrics
 
   test_instances = load_instances(config.task.name, task_cfg, config.task.eval_tasks)
