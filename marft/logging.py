@@ -118,11 +118,15 @@ class MetricsLogger:
 
   def __init__(self, workdir: str, config_dict: Mapping[str, Any], *, total_steps: int,
                start_step: int = 0, wandb_mode: str = "offline", project: str = "marft",
-               progress_keys: Sequence[str] = ("train/loss",), show_progress: bool = True):
+               progress_keys: Sequence[str] = ("train/loss",), show_progress: bool = True,
+               primary: bool = True):
     if wandb_mode not in WANDB_MODES:
       raise ValueError(f"log.wandb_mode={wandb_mode!r}: expected one of {WANDB_MODES}")
-    os.makedirs(workdir, exist_ok=True)
     self.workdir = workdir
+    self._primary = primary  # in a multi-process run only process 0 writes anything
+    if not primary:
+      return
+    os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config_dict, f, indent=2, sort_keys=True, default=str)
     # A fresh run (start_step 0) drops everything an earlier, unfinished attempt wrote.
@@ -154,6 +158,8 @@ class MetricsLogger:
   def log(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Records scalar metrics for `step` (arrays of size 1 are fine)."""
     record = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
+    if not self._primary:
+      return
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._wandb is not None:
@@ -166,6 +172,8 @@ class MetricsLogger:
 
   def log_transcripts(self, step: int, records: Sequence[Mapping[str, Any]]) -> None:
     """Appends the sampled episodes' actions of `step` to `transcripts.jsonl`."""
+    if not self._primary:
+      return
     if self._transcripts is None:
       self._transcripts = open(self._transcript_path, "a")
     self._transcripts.writelines(json.dumps({"step": int(step), **r}, default=_json_default)
@@ -173,9 +181,12 @@ class MetricsLogger:
     self._transcripts.flush()
 
   def advance(self, steps: int = 1) -> None:
-    self._bar.update(steps)
+    if self._primary:
+      self._bar.update(steps)
 
   def close(self) -> None:
+    if not self._primary:
+      return
     self._bar.close()
     self._file.close()
     if self._transcripts is not None:

@@ -122,7 +122,7 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
   logger = MetricsLogger(workdir, config.to_dict(), total_steps=total, start_step=start,
                          wandb_mode=config.log.wandb_mode,
                          project=config.log.get("project", "marft"),
-                         progress_keys=progress_keys)
+                         progress_keys=progress_keys, primary=jax.process_index() == 0)
   log_every = max(1, int(config.log.get("every", 1)))
   keep_transcripts = bool(config.log.get("transcripts", True))
   max_nonfinite = int(config.get("max_nonfinite_in_a_row", 0))

@@ -61,3 +61,14 @@ def test_run_identity_survives_neutral_new_options_and_logging_changes():
   with config.unlocked():
     config.algo.epochs = 2  # a value that changes what the run computes: a new run
   assert config_hash(config.to_dict()) != "ca9570ca8b"
+
+
+def test_only_the_primary_process_writes(tmp_path):
+  # In a multi-process run every process logs the same records; process 0 alone writes them.
+  logger = MetricsLogger(str(tmp_path / "other"), {"seed": 0}, total_steps=2,
+                         wandb_mode="offline", show_progress=False, primary=False)
+  logger.log(1, {"train/loss": 0.5})
+  logger.log_transcripts(1, [{"response": "x"}])
+  logger.advance()
+  logger.close()
+  assert not os.path.exists(tmp_path / "other")
