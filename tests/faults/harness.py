@@ -156,7 +156,6 @@ def kill_and_resume(cmd: list[str], workdir: str, kills: int, seed: int, max_del
     process = _start(cmd, log_path)
     if rng.random() < starting:
       time.sleep(rng.uniform(0.0, max_start_delay))
-      report.killed_starting += _lines(metrics) <= seen
     else:
       deadline = time.time() + 600
       while _lines(metrics) <= seen and process.poll() is None:
@@ -175,7 +174,13 @@ def kill_and_resume(cmd: list[str], workdir: str, kills: int, seed: int, max_del
       else:
         report.sigterms += 1
     code = process.wait(timeout=600)
-    assert code in (0, -signal.SIGKILL), (code, open(log_path).read()[-3000:])
+    started = _lines(metrics) > seen
+    # SIGTERM before the training loop (imports, restore, compilation) ends the process as
+    # SIGTERM does, with nothing to save; inside the loop it saves and exits cleanly.
+    allowed = {signal.SIGKILL: (-signal.SIGKILL,),
+               signal.SIGTERM: (0,) if started else (0, -signal.SIGTERM)}[sig]
+    assert code in allowed, (sig, code, open(log_path).read()[-3000:])
+    report.killed_starting += not started
     if sig == signal.SIGKILL and _in_flight_saves(workdir):
       report.killed_mid_save += 1
     report.steps_at_kill.append(max([r["step"] for r in records(workdir, "metrics.jsonl")] or
