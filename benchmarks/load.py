@@ -46,14 +46,14 @@ import dataclasses
 import functools
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks import isolated  # noqa: E402
 
 _ENVS = flags.DEFINE_list("envs", ["64", "256", "1024"], "Concurrent environments per size.")
 _K = flags.DEFINE_integer("k", 4, "Copies per task (tree sampling): envs / k tasks.")
@@ -64,10 +64,7 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 32, "Response budget per actio
 _ROLLOUTS = flags.DEFINE_integer("rollouts", 1, "Timed rollouts after the warm-up one.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 2, "Train steps after the first one.")
 _TRAIN_ROWS = flags.DEFINE_integer("train_rows", 256, "Rows per train step (0: the whole batch).")
-_TIMEOUT = flags.DEFINE_integer("child_timeout", 1800, "Seconds per size.")
-_CHILD = flags.DEFINE_string("child", "", "Internal: measure one JSON-encoded Spec and print it.")
 
-_RESULT = "RESULT "
 _MIB = 2**20
 # AT-GRPO's settings, but keeping zero-variance groups: a random model's groups mostly are.
 _ALGO = {"alpha": 1.0, "eps": 1e-6, "normalize_std": True, "drop_zero_variance": False,
@@ -87,12 +84,6 @@ class Spec:
   rollouts: int = 1
   train_steps: int = 2
   train_rows: int = 256
-
-
-def peak_rss_bytes() -> int:
-  """This process's peak resident set so far (Linux reports KiB, macOS bytes)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def train_rows(batch, rows: int, seed: int) -> dict:
@@ -162,7 +153,7 @@ def measure(spec: Spec) -> dict:
       seconds += took
       tokens += out.metrics["rollout/generated_tokens"]
       generating += out.metrics["rollout/generate_seconds"]
-  rollout_rss = peak_rss_bytes()
+  rollout_rss = isolated.peak_rss_bytes()
 
   optimizer = make_optimizer({"lr": 1e-5, "total_steps": 1000})
   graphdef, params, _ = stack_policies(model, 1)
@@ -191,22 +182,7 @@ def measure(spec: Spec) -> dict:
           "train_shape": list(batch["tokens"].shape),
           "train_step_s": float(np.median(step_seconds)) if step_seconds else None,
           "loss": float(metrics["loss"][0]), "rollout_rss": rollout_rss,
-          "total_rss": peak_rss_bytes(), "device": jax.devices()[0].device_kind}
-
-
-def measure_in_subprocess(spec: Spec, timeout: int) -> dict:
-  """`measure(spec)` in a fresh Python process (its own peak RSS and compile cache)."""
-  command = [sys.executable, os.path.abspath(__file__),
-             f"--child={json.dumps(dataclasses.asdict(spec))}"]
-  try:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return {"spec": dataclasses.asdict(spec), "error": f"timed out after {timeout} s"}
-  for line in reversed(done.stdout.splitlines()):
-    if line.startswith(_RESULT):
-      return json.loads(line[len(_RESULT):])
-  lines = [l for l in done.stderr.splitlines() if l.strip()] or [f"exit {done.returncode}"]
-  return {"spec": dataclasses.asdict(spec), "error": lines[-1][:120]}
+          "total_rss": isolated.peak_rss_bytes(), "device": jax.devices()[0].device_kind}
 
 
 def table(results: list[dict]) -> list[str]:
@@ -235,15 +211,15 @@ def table(results: list[dict]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   del argv
-  if _CHILD.value:
-    print(_RESULT + json.dumps(measure(Spec(**json.loads(_CHILD.value)))), flush=True)
+  if isolated.CHILD.value:
+    print(isolated.RESULT + json.dumps(measure(Spec(**json.loads(isolated.CHILD.value)))), flush=True)
     return
   started, load = time.perf_counter(), os.getloadavg()[0]
   results = []
   for envs in _ENVS.value:
     spec = Spec(int(envs), _K.value, _KIND.value, _STYLE.value, _MAX_TURNS.value, _MAX_NEW.value,
                 _ROLLOUTS.value, _TRAIN_STEPS.value, _TRAIN_ROWS.value)
-    r = measure_in_subprocess(spec, _TIMEOUT.value)
+    r = isolated.child_result(__file__, spec, isolated.CHILD_TIMEOUT.value)
     results.append(r)
     print(f"{spec}: {r.get('error') or 'done'}", flush=True)
   ok = [r for r in results if "error" not in r]

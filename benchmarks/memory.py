@@ -77,8 +77,6 @@ import dataclasses
 import functools
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
@@ -86,6 +84,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks import isolated  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["small", "qwen2.5-0.5b"], "Model shapes (see CONFIGS).")
 _RUN = flags.DEFINE_bool("run", False, "Also run each update once and measure its peak memory "
@@ -100,11 +100,8 @@ _TARGET_GIB = flags.DEFINE_float("target_gib", 16.0, "Peak the best 0.5B update 
 _ONLY = flags.DEFINE_list("only", [], "Only these configurations, as remat/logprob_chunk/"
                           "micro_batch_rows (e.g. none/0/0,none/256/1); ratios then divide by "
                           "the first one listed in CONFIGS order.")
-_CHILD_TIMEOUT = flags.DEFINE_integer("child_timeout", 3600, "Seconds per configuration.")
-_CHILD = flags.DEFINE_string("child", "", "Internal: measure one JSON-encoded Spec and print it.")
 
 _GIB = 2**30
-_RESULT = "RESULT "
 _TARGET_MODEL = "qwen2.5-0.5b"
 _ALGO = {"clip_eps": 0.2, "dual_clip": 3.0, "aggregation": "token-mean", "kl_coef": 0.0}
 _OPTIMIZER = {"lr": 1e-6, "total_steps": 1000, "schedule": "constant", "weight_decay": 0.01,
@@ -232,12 +229,6 @@ def analysis_bytes(compiled) -> dict:
   return out
 
 
-def peak_rss_bytes() -> int:
-  """This process's peak resident set so far (Linux reports KiB, macOS bytes)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def measure(spec: Spec, run: bool) -> dict:
   """Compiles (and with `run`, executes once) the update of `spec`; its memory in bytes."""
   import jax
@@ -259,43 +250,22 @@ def measure(spec: Spec, run: bool) -> dict:
             "compiled": analysis_bytes(compiled), "device": jax.devices()[0].device_kind,
             "platform": jax.default_backend(), "num_layers": config.num_layers}
   if run:
-    result["rss_after_compile"] = peak_rss_bytes()
+    result["rss_after_compile"] = isolated.peak_rss_bytes()
     start = time.perf_counter()
     _, metrics = compiled(state, batch, frozen)
     jax.block_until_ready(metrics)
     result["run_s"] = time.perf_counter() - start
     result["loss"] = float(metrics["loss"][0])
     if jax.default_backend() == "cpu":
-      result["measured"] = peak_rss_bytes()
+      result["measured"] = isolated.peak_rss_bytes()
     else:
       result["measured"] = int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
   return result
 
 
 def measure_in_subprocess(spec: Spec, run: bool, timeout: int) -> dict:
-  """`measure(spec, run)` in a fresh Python process (its own peak RSS and compile cache)."""
-  command = [sys.executable, os.path.abspath(__file__),
-             f"--child={json.dumps(dataclasses.asdict(spec))}", f"--run={run}"]
-  try:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-  except subprocess.TimeoutExpired:
-    return {"spec": dataclasses.asdict(spec), "error": f"timed out after {timeout} s"}
-  for line in reversed(done.stdout.splitlines()):
-    if line.startswith(_RESULT):
-      return json.loads(line[len(_RESULT):])
-  return {"spec": dataclasses.asdict(spec), "error": error_summary(done.stderr, done.returncode)}
-
-
-def error_summary(stderr: str, returncode: int) -> str:
-  """The child's exception line (`SomeError: message`), shortened for a table cell."""
-  lines = [l.strip() for l in stderr.splitlines() if l.strip()]
-  errors = [l for l in lines if l.split(":")[0].endswith(("Error", "Exception"))]
-  line = (errors or lines or [f"exit {returncode}"])[-1]
-  line = line.split(" (https://")[0]
-  return line if len(line) <= 120 else line[:117] + "..."
-
-
-# ----------------------------------------------------------------------------- report
+  """`measure(spec, run)` in a fresh Python process."""
+  return isolated.child_result(__file__, spec, timeout, f"--run={run}")
 
 
 def gib(value: float | None) -> str:
@@ -350,8 +320,9 @@ def target_line(results: list[dict], target_gib: float) -> str | None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if _CHILD.value:
-    print(_RESULT + json.dumps(measure(Spec(**json.loads(_CHILD.value)), _RUN.value)), flush=True)
+  if isolated.CHILD.value:
+    result = measure(Spec(**json.loads(isolated.CHILD.value)), _RUN.value)
+    print(isolated.RESULT + json.dumps(result), flush=True)
     return
   unknown = set(_MODELS.value) - set(CONFIGS)
   if unknown:
@@ -360,7 +331,7 @@ def main(argv: list[str]) -> None:
   for model in _MODELS.value:
     for spec in specs_for(model, _ROWS.value, _TOKENS.value, _DTYPE.value, _LAYERS.value,
                           _LORA_RANK.value, _ONLY.value):
-      r = measure_in_subprocess(spec, _RUN.value, _CHILD_TIMEOUT.value)
+      r = measure_in_subprocess(spec, _RUN.value, isolated.CHILD_TIMEOUT.value)
       results.append(r)
       done = r.get("error") or (f"compiled {gib(r['compiled']['peak'])} GiB in "
                                 f"{r['compile_s']:.0f} s, measured {gib(r.get('measured'))} GiB")

@@ -7,7 +7,7 @@ repeat exactly, and any compilation after the warm-up rollout is a shape that is
 """
 import pytest
 
-from benchmarks import load
+from benchmarks import isolated, load
 
 _MIB = 2**20
 
@@ -26,7 +26,7 @@ def _check(result: dict) -> None:
 def test_second_rollout_and_train_step_do_not_compile():
   spec = load.Spec(envs=64, max_turns=2, max_new_tokens=8, rollouts=1, train_steps=1,
                    train_rows=32)
-  result = load.measure_in_subprocess(spec, timeout=300)
+  result = isolated.child_result(load.__file__, spec, 300)
   _check(result)
   assert result["train_shape"] == [1, 32, 64]
   # Measured ~505 MiB after the rollouts and ~780 MiB at the end (the jax runtime, XLA's
@@ -40,7 +40,7 @@ def test_second_rollout_and_train_step_do_not_compile():
 def test_1024_environments_bounded_memory_and_no_compiles_after_warmup():
   spec = load.Spec(envs=1024, max_turns=4, max_new_tokens=32, rollouts=1, train_steps=1,
                    train_rows=256)
-  result = load.measure_in_subprocess(spec, timeout=1800)
+  result = isolated.child_result(load.__file__, spec, 1800)
   _check(result)
   # Linear in the environments: ~1 MiB each (507 / 732 / 1510 MiB after 64 / 256 / 1,024 in
   # benchmarks/load.py), mostly the sampler's compiled buffers, which XLA's memory analysis puts

@@ -3,7 +3,6 @@ finishes with the uninterrupted run's metrics and transcripts, float for float, 
 an unreadable checkpoint. Twenty kills per job in the slow suite, on one job of each family
 (AT-GRPO, MARFT PPO with a QMIX-mixed critic, MATPO, the AgentPRM PRM phase); two kills of the
 AT-GRPO job by default."""
-import os
 
 import pytest
 
