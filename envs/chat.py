@@ -23,7 +23,6 @@ ANSWER_TAG = "answer"
 
 _THINK_BLOCK = re.compile(r"<think>.*?(</think>|\Z)", re.DOTALL | re.IGNORECASE)
 _THINK_END = re.compile(r"</think>", re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"\A```[\w+-]*[ \t]*\n?(.*?)\n?```\Z", re.DOTALL)
 _WRAPPERS = ("**", "__", "`", "*")
 
@@ -64,8 +63,28 @@ def extract_answer(text: str) -> str | None:
   markdown; None when there is none (an invalid action) or `text` is not text."""
   if not isinstance(text, str):
     return None
-  answers = _ANSWER.findall(strip_thinking(text))
-  return unwrap_markdown(answers[-1]) if answers else None
+  tag = last_tag(strip_thinking(text), (ANSWER_TAG,))
+  return unwrap_markdown(tag[1]) if tag else None
+
+
+def last_tag(text: str, names: tuple[str, ...]) -> tuple[str, str] | None:
+  """`(name, content)` of the last complete `<name>...</name>` tag of `names` (in any ASCII
+  case), tags taken left to right, each closed by the first closing tag of its name after it;
+  None when there is none. Linear: once an opening tag has no closing tag after it, neither
+  has any later one of its name (a lazy regex rescanned the rest of the text from each)."""
+  flags = re.IGNORECASE | re.ASCII
+  opening = re.compile("<(" + "|".join(map(re.escape, names)) + ")>", flags)
+  found, unclosed, pos = None, set(), 0
+  while tag := opening.search(text, pos):
+    name = tag.group(1).lower()
+    close = None if name in unclosed else re.compile(f"</{re.escape(name)}>", flags).search(
+        text, tag.end())
+    if close is None:
+      unclosed.add(name)
+      pos = tag.start() + 1
+    else:
+      found, pos = (name, text[tag.end():close.start()]), close.end()
+  return found
 
 
 def answer_of(response: str, style: str) -> str | None:

@@ -277,7 +277,8 @@ def parse_tests(text: str, family: str, max_tests: int) -> Tests:
   none."""
   if not isinstance(text, str):
     return Tests(0, ())
-  items = [item.strip() for item in re.split(r"[;\n]", text) if item.strip()][:max_tests]
+  items = [item.strip() for item in re.split(r"[;\n]", text) if item.strip()]
+  items = items[:max(max_tests, 0)]
   valid = []
   for item in items:
     test = _parse_test(item)

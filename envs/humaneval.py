@@ -175,7 +175,7 @@ def parse_tests(answer: str | None, entry_point: str, max_tests: int) -> tuple[T
   lines = [] if not isinstance(answer, str) else [
       line.strip() for line in answer.splitlines() if line.strip()
       and not line.strip().startswith("#")]
-  return tuple(_parse_test(line, entry_point) for line in lines[:max_tests])
+  return tuple(_parse_test(line, entry_point) for line in lines[:max(max_tests, 0)])
 
 
 def _parse_test(line: str, entry_point: str) -> Test:
@@ -304,7 +304,7 @@ def expert_tests(task: dict, max_tests: int) -> list[str]:
   known = set(dir(builtins)) | _top_level_names(task["prompt"])
   lines = [line for line in lines if _parse_test(line, task["entry_point"]).valid
            and _free_names(line) <= known]  # not on the check's local variables
-  return (lines or _EXPERT_TESTS[task["task_id"]])[:max_tests]
+  return (lines or _EXPERT_TESTS[task["task_id"]])[:max(max_tests, 0)]
 
 
 def _top_level_names(source: str) -> set[str]:

@@ -250,7 +250,7 @@ def tool_for(cfg: dict) -> SearchTool:
 
 _COMPACT_ACTIONS = {"S": "search", "A": "answer", "D": "delegate", "F": "summary"}
 _COMPACT_LETTERS = {action: letter for letter, action in _COMPACT_ACTIONS.items()}
-_TAG = re.compile(r"<(search|answer|delegate|summary)>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+_ACTIONS = tuple(_COMPACT_ACTIONS.values())
 
 
 def parse_action(response: str, style: str, allowed: tuple[str, ...]) -> tuple[str, str] | None:
@@ -267,10 +267,10 @@ def parse_action(response: str, style: str, allowed: tuple[str, ...]) -> tuple[s
     action = _COMPACT_ACTIONS.get(text[:1])
     argument = text[1:].strip()
   else:
-    tags = _TAG.findall(chat.strip_thinking(response))
-    if not tags:
+    tag = chat.last_tag(chat.strip_thinking(response), _ACTIONS)
+    if tag is None:
       return None
-    action, argument = tags[-1][0].lower(), chat.unwrap_markdown(tags[-1][1])
+    action, argument = tag[0], chat.unwrap_markdown(tag[1])
   if action not in allowed or not argument:
     return None
   return action, argument

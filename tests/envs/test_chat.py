@@ -1,5 +1,6 @@
 """Chat-style prompts and answers: what a real LLM reads and writes, for every task and role."""
 import json
+import time
 
 import pytest
 import tokenizers
@@ -26,10 +27,21 @@ TASKS = ("plan_path", "sokoban", "sudoku", "math", "code")
     ("<think>unclosed <answer>L</answer>", None),  # still thinking: no answer
     ("I would go right.", None),  # no tag
     ("<answer>R", None),  # an unclosed tag is not an answer
+    ("<answer>U</answer><answer>R", "U"),
+    ("<answer>U</answer></answer>", "U"),
     ("", None),
 ])
 def test_extract_answer(text, answer):
   assert chat.extract_answer(text) == answer
+
+
+def test_unclosed_tags_in_linear_time():
+  """100k characters of unclosed tags took 17 s when every tag rescanned the rest."""
+  start = time.perf_counter()
+  assert chat.extract_answer("<answer>U</answer>" + "<answer>" * 12_500) == "U"
+  assert chat.last_tag("<search>q</search>" + "<summary>" * 12_500 + "</search>",
+                       ("search", "summary")) == ("search", "q")
+  assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("text, correct", [

@@ -56,22 +56,24 @@ def humaneval_task(seed: int) -> dict:
   return humaneval.generate_task(seed, "test", HE_CFG)
 
 
-@fuzz(anything, st.sampled_from(code.FAMILIES), st.integers(-2, 10), examples=10)
+@fuzz(anything, st.sampled_from(code.FAMILIES), st.integers(-2, 10), examples=10, slow=3000)
 @example(None, "affine", 4)
 @example("f([1])==2;f({1: 2})==3;f(" + "[" * 100 + ")==1", "affine", 4)
+@example("f(1)==2;f(2)==3", "affine", -1)
 def test_parse_tests(text, family, max_tests):
   tests = code.parse_tests(text, family, max_tests)
-  assert 0 <= len(tests.valid) <= tests.items
+  assert 0 <= len(tests.valid) <= tests.items <= max(max_tests, 0)
   assert tests.items == 0 or isinstance(text, str)
   for args, _ in tests.valid:
     hash(args)  # the sandbox calls are cached on them
 
 
-@fuzz(anything, st.integers(0, 163), st.integers(-2, 10), examples=10)
+@fuzz(anything, st.integers(0, 163), st.integers(-2, 10), examples=10, slow=3000)
 @example(None, 0, 8)
 @example(False, 0, 8)
 @example("assert " + "(" * 200 + ")", 0, 8)
 @example("\x00", 0, 8)
+@example("0\n0", 0, -1)
 def test_humaneval_reading(text, seed, max_tests):
   task = humaneval_task(seed)
   program = humaneval.read_code(text, task, HE_CFG["max_code_chars"])
@@ -82,7 +84,7 @@ def test_humaneval_reading(text, seed, max_tests):
 
 @fuzz(st.integers(0, 5), st.sampled_from(["formula", "examples"]),
       st.sampled_from(["single", "mas"]), st.sampled_from(chat.PROMPT_STYLES),
-      st.lists(anything, min_size=1, max_size=6), outputs, examples=15)
+      st.lists(anything, min_size=1, max_size=6), outputs, examples=15, slow=600)
 @example(0, "formula", "mas", "compact", [None, 3, "f(1)==2"], ([], "ok", ""))
 def test_code_episode(seed, spec, kind, style, responses, output):
   STUB["output"] = output
@@ -92,7 +94,7 @@ def test_code_episode(seed, spec, kind, style, responses, output):
 
 @fuzz(st.integers(0, 163), st.sampled_from(["single", "mas"]),
       st.lists(st.one_of(anything, texts.map(lambda t: f"<answer>{t}</answer>")), min_size=1,
-               max_size=6), outputs, examples=15)
+               max_size=6), outputs, examples=15, slow=600)
 @example(0, "mas", [None, "<answer>assert has_close_elements([], 1) == False</answer>"],
          ([("E", "NameError")], "ok", ""))
 def test_humaneval_episode(seed, kind, responses, output):

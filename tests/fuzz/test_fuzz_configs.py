@@ -43,7 +43,7 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value) -> None:
 
 
 @fuzz(st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=4),
-      st.lists(st.sampled_from(KEYS), max_size=2), examples=30)
+      st.lists(st.sampled_from(KEYS), max_size=2), examples=30, slow=1500)
 @example([("model", {"x": 1})], [])
 @example([("model", 5)], [])
 @example([("log", 5)], [])
@@ -73,7 +73,7 @@ def test_validate(changes, removed):
     assert isinstance(rows, int) and rows >= 0 and (rows == 0 or 12 % rows == 0)
 
 
-@fuzz(anything, examples=10)
+@fuzz(anything, examples=10, slow=3000)
 @example(None)
 def test_validate_not_a_config(value):
   try:
@@ -86,7 +86,7 @@ def test_validate_not_a_config(value):
     texts, st.lists(st.one_of(st.sampled_from(["tiny", "paper", "plan_path", "mas_shared",
                                                "dual", "action", "shared", "matpo", "agentprm",
                                                "nan", "inf", "-1", "1e400", ""]), texts),
-                    max_size=5).map(",".join)), examples=10)
+                    max_size=5).map(",".join)), examples=10, slow=2000)
 @example("at_grpo", "plan_path,mas_shared")
 @example("at_grpo", "")
 @example("maporl", "tiny,nan")
@@ -120,7 +120,7 @@ def test_accepted_cells():
 
 
 @fuzz(st.lists(st.one_of(texts, st.builds(lambda k, v: f"{k}={v}", texts, texts), wrong_types),
-               max_size=3), examples=10)
+               max_size=3), examples=10, slow=3000)
 @example([None])
 @example(["a=1,2", 3])
 def test_sweep_expand(axes):

@@ -17,7 +17,7 @@ def task(name: str, seed: int) -> dict:
   return module.generate_task(seed, "train", module.default_config())
 
 
-@fuzz(anything, st.integers(-3, 50), examples=10)
+@fuzz(anything, st.integers(-3, 50), examples=10, slow=4000)
 @example(None, 2)
 @example(7, 2)
 def test_parse_moves(text, max_moves):
@@ -28,7 +28,7 @@ def test_parse_moves(text, max_moves):
 
 @fuzz(st.sampled_from(sorted(MODULES)), st.integers(0, 3), st.sampled_from(["single", "mas"]),
       st.sampled_from(chat.PROMPT_STYLES), st.lists(anything, min_size=1, max_size=6),
-      examples=15)
+      examples=15, slow=600)
 @example("plan_path", 0, "mas", "compact", [None, {"x": 1}, 3])
 def test_episode(name, seed, kind, style, responses):
   module = MODULES[name]
@@ -37,7 +37,8 @@ def test_episode(name, seed, kind, style, responses):
   drive(wf, responses, cfg["max_turns"] * 2)
 
 
-@fuzz(st.sampled_from(sorted(MODULES)), st.lists(texts, min_size=1, max_size=3), examples=10)
+@fuzz(st.sampled_from(sorted(MODULES)), st.lists(texts, min_size=1, max_size=3), examples=10,
+      slow=1000)
 def test_episode_unknown_response_keys(name, responses):
   """Responses that name only unknown roles are invalid actions of the acting role."""
   module = MODULES[name]

@@ -22,7 +22,7 @@ def task(seed: int) -> dict:
   return math_task.generate_task(seed, "train", CFG)
 
 
-@fuzz(anything, examples=10)
+@fuzz(anything, examples=10, slow=4000)
 @example("(" * 300 + "1" + ")" * 300)
 @example("9" * 199)
 def test_evaluate(text):
@@ -31,7 +31,7 @@ def test_evaluate(text):
       type(value) in (int, float) and math.isfinite(value))
 
 
-@fuzz(anything, examples=10)
+@fuzz(anything, examples=10, slow=4000)
 @example(None)
 def test_parse_number(text):
   value = math_task.parse_number(text)
@@ -40,14 +40,14 @@ def test_parse_number(text):
     assert isinstance(math_task.format_number(value), str)
 
 
-@fuzz(st.one_of(short_texts, st.none()), examples=15)
+@fuzz(st.one_of(short_texts, st.none()), examples=15, slow=400)
 def test_chat_answers(text):
   value = math_task.chat_value(text)
   assert value is None or isinstance(value, (int, float))
   assert isinstance(math_task.chat_correct(text, 12), bool)
 
 
-@fuzz(st.one_of(scores, st.floats()), examples=10)
+@fuzz(st.one_of(scores, st.floats()), examples=10, slow=2000)
 @example(math.nan)
 @example(math.inf)
 def test_score_digit(score):
@@ -62,7 +62,7 @@ def test_score_digit(score):
 @fuzz(st.integers(0, 3), st.sampled_from(KINDS), st.sampled_from(chat.PROMPT_STYLES),
       st.integers(1, 4), st.lists(st.one_of(short_texts, st.builds(str, st.integers()),
                                             anything.filter(lambda t: not isinstance(t, str))),
-                                  min_size=1, max_size=6), examples=15)
+                                  min_size=1, max_size=6), examples=15, slow=600)
 @example(0, "mas", "compact", 2, [None, 3, ["12"]])
 def test_episode(seed, kind, style, max_turns, responses):
   wf = math_task.make_workflow(task(seed), kind, CFG, max_turns, style)
@@ -70,7 +70,7 @@ def test_episode(seed, kind, style, max_turns, responses):
 
 
 @fuzz(st.integers(1, 3), st.sampled_from(chat.PROMPT_STYLES), st.lists(texts, max_size=4),
-      st.lists(scores, min_size=1, max_size=4), examples=15)
+      st.lists(scores, min_size=1, max_size=4), examples=15, slow=400)
 @example(1, "compact", ["12"], [math.nan])
 @example(1, "chat", ["12"], [math.inf])
 def test_discussion_scores(agents, style, responses, verifier_scores):

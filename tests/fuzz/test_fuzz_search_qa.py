@@ -24,9 +24,10 @@ def task(seed: int) -> dict:
 
 
 @fuzz(anything, st.sampled_from(chat.PROMPT_STYLES), st.sets(st.sampled_from(ACTIONS)),
-      examples=10)
+      examples=10, slow=4000)
 @example(None, "compact", {"search"})
 @example(3, "chat", {"search"})
+@example("<summary>" * 12_500, "chat", {"summary"})
 def test_parse_action(response, style, allowed):
   parsed = search_qa.parse_action(response, style, tuple(allowed))
   if parsed is not None:
@@ -34,7 +35,7 @@ def test_parse_action(response, style, allowed):
     assert isinstance(response, str) and action in allowed and argument
 
 
-@fuzz(texts, examples=15)
+@fuzz(texts, examples=15, slow=3000)
 @example("zz \u0663\u0663 ab")
 def test_search(query):
   if search_qa.valid_query(query):
@@ -45,7 +46,7 @@ def test_search(query):
 
 @fuzz(st.integers(0, 3), st.sampled_from(["single", "mas"]), st.sampled_from(chat.PROMPT_STYLES),
       st.integers(1, 4), st.sampled_from([0.0, 0.5]), st.booleans(),
-      st.lists(responses, min_size=1, max_size=8), examples=15)
+      st.lists(responses, min_size=1, max_size=8), examples=15, slow=600)
 @example(0, "mas", "compact", 2, 0.0, False, [None, {"worker": "S x"}])
 def test_episode(seed, kind, style, max_turns, noise, recap, answers):
   cfg = {**CFG, "noise": noise, "query_recap": recap, "final_summary": recap}

@@ -21,7 +21,7 @@ def task(name: str) -> dict:
   return module.generate_task(0, "train", module.default_config())
 
 
-@fuzz(st.one_of(anything, st.sampled_from(sorted(registry.TASKS))), examples=10)
+@fuzz(st.one_of(anything, st.sampled_from(sorted(registry.TASKS))), examples=10, slow=2000)
 @example(["math"])
 @example({"a": 1})
 def test_get_task(name):
@@ -36,18 +36,21 @@ def test_get_task(name):
 @fuzz(st.sampled_from(TASKS), st.one_of(st.sampled_from(KINDS), anything),
       st.one_of(st.sampled_from(["compact", "chat"]), anything), st.integers(-3, 3),
       st.dictionaries(st.text(max_size=5), anything, max_size=2), st.lists(texts, max_size=3),
-      examples=10)
+      examples=10, slow=1000)
 @example("math", ["mas"], "compact", 1, {}, [])
 @example("sudoku", "mas", ["chat"], 1, {}, [])
 @example("plan_path", "single", "compact", 0, {}, [])
+@example("math", "discussion", "compact", 0, {}, [])
 def test_make_workflow(name, kind, style, max_turns, unknown, responses):
-  """Arguments a task does not take are one ValueError naming them; the rest make workflows
-  that end within their turn limit, whatever the unknown config keys."""
+  """Arguments a task does not take (a discussion takes at least one turn) are one ValueError
+  naming them; the rest make workflows that end within their turn limit, whatever the unknown
+  config keys."""
   module = registry.get_task(name)
   cfg = {**module.default_config(), **unknown}
   try:
     wf = module.make_workflow(task(name), kind, cfg, max_turns, style)
   except ValueError as e:
-    assert "kind" in str(e) or "prompt_style" in str(e)
+    assert "kind" in str(e) or "prompt_style" in str(e) or (
+        "max_turns" in str(e) and kind == "discussion" and max_turns < 1)
     return
   drive(wf, responses, 4 * max(max_turns, 0) + 1)

@@ -10,7 +10,7 @@ from tests.fuzz.strategies import anything, fuzz, texts, wrong_types
 TOKENIZER = CharTokenizer()
 
 
-@fuzz(texts, examples=10)
+@fuzz(texts, examples=10, slow=1000)
 @example("a\x00\u202eb\u200b\n~")
 def test_encode_decode(text):
   ids = TOKENIZER.encode(text)
@@ -20,19 +20,19 @@ def test_encode_decode(text):
   assert TOKENIZER.decode(np.asarray(ids, np.int32)) == known
 
 
-@fuzz(st.lists(st.integers(-2**63, 2**63 - 1), max_size=50), examples=15)
+@fuzz(st.lists(st.integers(-2**63, 2**63 - 1), max_size=50), examples=15, slow=3000)
 def test_decode_any_ids(ids):
   assert isinstance(TOKENIZER.decode(ids), str)
 
 
 @fuzz(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
-                                      "content": texts}), max_size=3), examples=10)
+                                      "content": texts}), max_size=3), examples=10, slow=1000)
 def test_chat(messages):
   ids = TOKENIZER.chat(messages)
   assert ids[0] == TOKENIZER.bos_id and all(0 <= i < TOKENIZER.vocab_size for i in ids)
 
 
-@fuzz(wrong_types, examples=10)
+@fuzz(wrong_types, examples=10, slow=2000)
 @example(None)
 @example(["a", "b"])
 def test_encode_wrong_types(value):
@@ -40,7 +40,7 @@ def test_encode_wrong_types(value):
     TOKENIZER.encode(value)
 
 
-@fuzz(st.one_of(st.integers(-10**6, 10**6), wrong_types), examples=15)
+@fuzz(st.one_of(st.integers(-10**6, 10**6), wrong_types), examples=15, slow=2000)
 @example(None)
 @example(-1)
 def test_vocab_size(vocab_size):
@@ -52,7 +52,7 @@ def test_vocab_size(vocab_size):
     assert tokenizer.vocab_size == vocab_size >= 4 + len(CharTokenizer.CHARS)
 
 
-@fuzz(anything, examples=10)
+@fuzz(anything, examples=10, slow=2000)
 @example("")
 @example("\x00")
 @example(None)
