@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from envs import sandbox
+from tests.envs.processes import wait_gone
 
 ISOLATIONS = sandbox.available_isolations()
 
@@ -18,29 +19,6 @@ ISOLATIONS = sandbox.available_isolations()
 @pytest.fixture(params=ISOLATIONS)
 def isolation(request):
   return request.param
-
-
-def _survivors(token: str) -> list[int]:
-  """Live (non-zombie) processes whose command line contains `token`."""
-  found = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/cmdline", "rb") as f:
-        cmdline = f.read()
-      with open(f"/proc/{pid}/stat") as f:
-        state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-      continue
-    if token.encode() in cmdline and state != "Z":
-      found.append(int(pid))
-  return found
-
-
-def _wait_gone(token: str, seconds: float = 2.0) -> list[int]:
-  deadline = time.monotonic() + seconds
-  while (left := _survivors(token)) and time.monotonic() < deadline:
-    time.sleep(0.05)
-  return left
 
 
 def test_some_isolation_works():
@@ -101,7 +79,7 @@ def test_fork_bomb_is_contained(isolation):
   source = f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {bomb!r}, {token!r}])"
   result = sandbox.run_python(source, timeout_s=1.0, isolation=isolation)
   assert not result.ok and result.reason == "timeout"
-  assert _wait_gone(token) == []
+  assert wait_gone(token) == []
   # This process is unaffected: it can still start processes and run sandboxes.
   assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True).stdout == b"1\n"
   assert sandbox.run_python("print(1)", isolation=isolation).ok
@@ -114,7 +92,7 @@ def test_background_processes_are_killed(isolation):
     source += f"\nsubprocess.Popen(['setsid', '/bin/sh', '-c', 'sleep 30; : {token}'])"
   result = sandbox.run_python(source, isolation=isolation)
   assert result.ok, result
-  assert _wait_gone(token) == []
+  assert wait_gone(token) == []
 
 
 def test_writing_outside_the_working_directory_fails(isolation, tmp_path):

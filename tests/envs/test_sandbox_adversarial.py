@@ -23,6 +23,7 @@ from collections.abc import Callable
 import pytest
 
 from envs import sandbox
+from tests.envs.processes import wait_gone
 
 REASONS = ("ok", "timeout", "memory", "forbidden", "error", "output_limit")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,29 +48,6 @@ def _children() -> set[int]:
     if ppid == os.getpid():
       found.add(int(pid))
   return found
-
-
-def _survivors(token: str) -> list[int]:
-  """Live (non-zombie) processes whose command line contains `token`."""
-  found = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/cmdline", "rb") as f:
-        cmdline = f.read()
-      with open(f"/proc/{pid}/stat") as f:
-        state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-      continue
-    if token.encode() in cmdline and state != "Z":
-      found.append(int(pid))
-  return found
-
-
-def _wait_gone(token: str, seconds: float = 2.0) -> list[int]:
-  deadline = time.monotonic() + seconds
-  while (left := _survivors(token)) and time.monotonic() < deadline:
-    time.sleep(0.05)
-  return left
 
 
 class Host:
@@ -512,7 +490,7 @@ def test_attack_is_contained(isolation, attack, baseline, monkeypatch, caplog):
     for check in attack.contained:
       check(host, result)
     assert host.secret not in result.stdout + result.stderr
-    assert _wait_gone(host.token) == []
+    assert wait_gone(host.token) == []
     for directory in host.watched_dirs():
       assert not [n for n in _listdir(directory) if host.token in n], directory
     assert baseline["received"] == [] and baseline["canary"].poll() is None
