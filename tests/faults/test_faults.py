@@ -41,5 +41,7 @@ def test_at_grpo_survives_a_sigkill_and_a_sigterm(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("job", sorted(harness.JOBS))
 def test_twenty_random_kills_leave_the_run_unchanged(tmp_path, job):
-  report = _check(job, tmp_path, kills=20, seed=1, total_steps=40, starting=0.2)
+  # The PRM phase's updates take milliseconds: it needs more steps to leave room for 20 kills.
+  total_steps = 160 if job == "agentprm" else 40
+  report = _check(job, tmp_path, kills=20, seed=1, total_steps=total_steps, starting=0.2)
   assert report.sigkills and report.sigterms, report
