@@ -47,6 +47,7 @@ def uninterrupted(tmp_path_factory):
   return _records(workdir)
 
 
+@pytest.mark.slow  # by default tests/faults kills an AT-GRPO run and checks the same equality
 def test_sigkill_then_resume_gives_identical_metrics(uninterrupted, tmp_path):
   workdir = str(tmp_path)
   process = _launch(workdir)

@@ -1,7 +1,7 @@
 """Faults: a training run killed (SIGKILL or SIGTERM) at random moments and resumed each time
 finishes with the uninterrupted run's metrics and transcripts, float for float, and never leaves
 an unreadable checkpoint. Twenty kills per job in the slow suite, on one job of each family
-(AT-GRPO, MARFT PPO with a QMIX-mixed critic, MATPO, the AgentPRM PRM phase); two kills of the
+(AT-GRPO, MARFT PPO with a QMIX-mixed critic, MATPO, the AgentPRM PRM phase); one SIGKILL of the
 AT-GRPO job by default."""
 
 import pytest
@@ -31,11 +31,13 @@ def _check(job, tmp_path, kills, seed, total_steps, checkpoint_every=2, eval_eve
   return report
 
 
-def test_at_grpo_survives_a_sigkill_and_a_sigterm(tmp_path):
-  # Seed 0 draws a SIGKILL, then a SIGTERM, each within a second of a logged step.
-  report = _check("at_grpo", tmp_path, kills=2, seed=0, total_steps=8, checkpoint_every=1,
-                  eval_every=4, extra=["--config.curriculum.max_turns=(2,)"])
-  assert report.sigkills == report.sigterms == 1, report
+def test_at_grpo_survives_a_sigkill(tmp_path):
+  # Seed 0 draws a SIGKILL 0.27 s after the first logged step (no evaluation at step 0), a
+  # few steps into the run. SIGTERM's save-and-stop is checked in process by default
+  # (tests/test_trainer.py) and through the command line under -m slow.
+  report = _check("at_grpo", tmp_path, kills=1, seed=0, total_steps=8, checkpoint_every=1,
+                  eval_every=0, extra=["--config.curriculum.max_turns=(2,)"])
+  assert report.sigkills == 1 and report.steps_at_kill[0] >= 1, report
 
 
 @pytest.mark.slow
