@@ -94,6 +94,8 @@ def main(argv: list[str]) -> None:
     trainer.run(config, workdir, job)
   except (trainer.ProvenanceMismatch, UnreadableCheckpoint) as e:
     sys.exit(f"cannot resume: {e}")
+  except trainer.RunDirectoryBusy as e:
+    sys.exit(f"cannot start: {e}")
   except trainer.NonFiniteLoss as e:
     sys.exit(f"stopped: {e}")
 

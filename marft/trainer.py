@@ -16,6 +16,8 @@ action); it goes to `transcripts.jsonl`, not to the metrics.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -49,6 +51,38 @@ class Job(NamedTuple):
   progress_keys: tuple[str, ...] = ("train/loss",)
   export: Callable[[TrainState, str], Any] | None = None
   provenance: Mapping[str, Any] | None = None
+
+
+class RunDirectoryBusy(RuntimeError):
+  """Another live process is training in the same run directory."""
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str):
+  """Holds `workdir/run.lock` (an advisory `flock`, released by the kernel when the holder dies,
+  even by SIGKILL) for the block; a second process raises `RunDirectoryBusy` naming the
+  holder's pid (two writers would interleave each other's checkpoints and logs). Only process 0
+  of a multi-process run takes it."""
+  if jax.process_index() != 0:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "run.lock"), "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown"
+      raise RunDirectoryBusy(f"{workdir} is in use by another process (pid {holder}); wait for "
+                             "it to finish or stop it, or pass another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -102,8 +136,13 @@ def run(config: Any, workdir: str, job: Job) -> TrainState:
   `log.wandb_mode`, `log.max_to_keep`, `log.transcripts` (default True) and
   `max_nonfinite_in_a_row` (default 0: never stop). Returns the final state (all saves finished).
   Raises `NonFiniteLoss` when that many updates in a row were skipped (the streak counts from
-  the start of this process).
+  the start of this process), `RunDirectoryBusy` when another process trains in `workdir`.
   """
+  with exclusive(workdir):
+    return _run(config, workdir, job)
+
+
+def _run(config: Any, workdir: str, job: Job) -> TrainState:
   state, train_step, batch_fn, eval_fn, progress_keys, export, provenance = job
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.log.get("max_to_keep", 3))

@@ -168,3 +168,12 @@ def test_a_fresh_start_drops_what_an_unfinished_attempt_logged(tmp_path):
     assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
   with open(tmp_path / "transcripts.jsonl") as f:
     assert [json.loads(line) for line in f] == [{"step": s + 1, "turn": s} for s in range(3)]
+
+
+def test_a_second_process_in_the_same_run_directory_is_refused(tmp_path):
+  with trainer.exclusive(str(tmp_path)):
+    with pytest.raises(trainer.RunDirectoryBusy, match=f"pid {os.getpid()}"):
+      trainer.run(_config(2, 1), str(tmp_path), _counting_job(-1))
+    assert not os.path.exists(tmp_path / "checkpoints")
+  # Released: the run goes ahead.
+  assert int(trainer.run(_config(2, 1), str(tmp_path), _counting_job(-1)).step) == 2
