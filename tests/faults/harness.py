@@ -183,8 +183,11 @@ def kill_and_resume(cmd: list[str], workdir: str, kills: int, seed: int, max_del
     report.killed_starting += not started
     if sig == signal.SIGKILL and _in_flight_saves(workdir):
       report.killed_mid_save += 1
-    report.steps_at_kill.append(max([r["step"] for r in records(workdir, "metrics.jsonl")] or
-                                    [0]))
+    steps = [r["step"] for r in records(workdir, "metrics.jsonl")]
+    report.steps_at_kill.append(max(steps or [0]))
+    with open(log_path, "a") as log:  # each attempt's signal and logged steps, for diagnosis
+      log.write(f"\n[harness] attempt {report.attempts}: {sig.name}, exit {code}, "
+                f"checkpoints {saved_steps(workdir)}, logged steps {steps}\n")
     report.unreadable += unreadable_steps(workdir)
   run_to_completion(cmd, log_path)
   report.attempts += 1
