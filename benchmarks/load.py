@@ -15,7 +15,7 @@ a rollout's batch (0: all of them), laid out as `experiments.rl.batch_fn` lays t
 16,384 rows, would take minutes a step on 2 cores; the rows drawn keep the batch's width, and
 their count is a `shape_bucket`, so the step compiles once whatever the size). Compilations are
 counted with `marft.compiles.CompileCounter`; after warm-up there must be none. "RSS" is the
-child's `ru_maxrss` after the rollouts ("rollout") and at the end ("total"); "x first size"
+child's peak resident set (`VmHWM`) after the rollouts ("rollout") and at the end ("total"); "x first size"
 divides throughput by the first size's, measured in the same run.
 
 Measured on 2 shared CPU cores (x86_64, load average 3-4 from other jobs; 8 turns x 32 new

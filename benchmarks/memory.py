@@ -29,7 +29,7 @@ Every configuration is measured in a fresh subprocess, so neither compilations n
   executable itself, and is computed from shapes alone: without `--run` the model is built with
   `nnx.eval_shape` and the inputs are `jax.ShapeDtypeStruct`s, so nothing of the size of the
   parameters or the activations is allocated.
-- "measured" (`--run`): on CPU, the subprocess's peak resident set (`ru_maxrss`) after building
+- "measured" (`--run`): on CPU, the subprocess's peak resident set (`VmHWM`) after building
   the real parameters, compiling and running the update once (so it also counts the Python
   process, XLA's compiler and the parameters the host keeps); on a GPU, the device allocator's
   `peak_bytes_in_use` after the update.

@@ -192,6 +192,7 @@ def test_unknown_profile_cell_is_an_error():
     marft_ppo.get_config("quartet,action,shared,tiny")
 
 
+@pytest.mark.slow  # by default MAPoRL's resume test checks the job's extra state the same way
 def test_resuming_gives_the_same_metrics(tmp_path):
   """Policies, critic and its optimizer state are all in the checkpoint: a run stopped after
   step 1 and resumed logs the uninterrupted run's step-2 metrics."""
