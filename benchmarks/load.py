@@ -15,8 +15,8 @@ a rollout's batch (0: all of them), laid out as `experiments.rl.batch_fn` lays t
 16,384 rows, would take minutes a step on 2 cores; the rows drawn keep the batch's width, and
 their count is a `shape_bucket`, so the step compiles once whatever the size). Compilations are
 counted with `marft.compiles.CompileCounter`; after warm-up there must be none. "RSS" is the
-child's peak resident set (`VmHWM`) after the rollouts ("rollout") and at the end ("total"); "x first size"
-divides throughput by the first size's, measured in the same run.
+child's peak resident set (`VmHWM`) after the rollouts ("rollout") and at the end ("total");
+"x first size" divides throughput by the first size's, measured in the same run.
 
 Measured on 2 shared CPU cores (x86_64, load average 3-4 from other jobs; 8 turns x 32 new
 tokens: 16 rows of width 96 per environment; wall time 292 s):
@@ -212,7 +212,8 @@ def table(results: list[dict]) -> list[str]:
 def main(argv: list[str]) -> None:
   del argv
   if isolated.CHILD.value:
-    print(isolated.RESULT + json.dumps(measure(Spec(**json.loads(isolated.CHILD.value)))), flush=True)
+    result = measure(Spec(**json.loads(isolated.CHILD.value)))
+    print(isolated.RESULT + json.dumps(result), flush=True)
     return
   started, load = time.perf_counter(), os.getloadavg()[0]
   results = []

@@ -63,10 +63,10 @@ class Checkpointer:
         self._move_aside(sorted(errors), restored_step=step)
       return restored
     newest = steps[0]
-    raise UnreadableCheckpoint(f"cannot restore any checkpoint in {self.directory} (steps {steps}); "
-                       f"step {newest}: {errors[newest]}. They do not match this config's "
-                       "model/optimizer, or they are damaged; use a fresh --workdir or delete "
-                       "them.") from errors[newest]
+    raise UnreadableCheckpoint(
+        f"cannot restore any checkpoint in {self.directory} (steps {steps}); step {newest}: "
+        f"{errors[newest]}. They do not match this config's model/optimizer, or they are "
+        "damaged; use a fresh --workdir or delete them.") from errors[newest]
 
   def _move_aside(self, steps: list[int], restored_step: int) -> None:
     aside = self.directory + ".unreadable"

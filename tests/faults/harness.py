@@ -32,7 +32,8 @@ COMMON = ["--config.log.wandb_mode=disabled", "--config.log.every=1"]
 # One small job of each family on a randomly initialised 1-layer tiny model (char tokenizer).
 JOBS = {
     "at_grpo": ["--config=experiments/configs/at_grpo.py", "--config.task.num_tasks=2",
-                "--config.task.eval_tasks=2", "--config.algo.k=2", "--config.rollout.max_new_tokens=4"],
+                "--config.task.eval_tasks=2", "--config.algo.k=2",
+              "--config.rollout.max_new_tokens=4"],
     "marft_ppo": ["--config=experiments/configs/marft_ppo.py:dual,action,qmix,tiny",
                   "--config.task.num_tasks=2", "--config.task.eval_tasks=2", "--config.algo.k=2",
                   "--config.task.env.max_turns=2", "--config.rollout.max_new_tokens=4"],
