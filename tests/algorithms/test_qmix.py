@@ -503,8 +503,10 @@ def test_two_step_table_references_are_least_squares_fits():
   assert vdn_ref["1"][0, 0] > vdn_ref["1"][1, 0]
 
 
+@pytest.mark.slow  # ~30 s (four compilations); by default test_reproduce.py checks the table
+# mechanics and the two tests above the learned values
 def test_reproduce_two_step_table_and_reuse_cheap(tmp_path, capsys, monkeypatch):
-  """The default-run variant of the next test: 40 updates a run, one seed: the four runs are
+  """The cheaper variant of the next test: 40 updates a run, one seed: the four runs are
   trained, written as the table's rows beside their closed-form references, and reused."""
   from experiments.tables import qmix_two_step as table
   monkeypatch.setitem(table.SCALES, "tiny", 4)
