@@ -31,6 +31,7 @@ from absl import logging
 from marft.checkpoint import Checkpointer, PreemptionGuard
 from marft.compiles import CompileCounter
 from marft.logging import MetricsLogger
+from marft.transcripts import wanted as transcripts_wanted
 from marft.train_step import TrainState
 
 BatchFn = Callable[[TrainState], tuple[Any, Mapping[str, Any]]]
@@ -163,7 +164,7 @@ def _run(config: Any, workdir: str, job: Job) -> TrainState:
                          project=config.log.get("project", "marft"),
                          progress_keys=progress_keys, primary=jax.process_index() == 0)
   log_every = max(1, int(config.log.get("every", 1)))
-  keep_transcripts = bool(config.log.get("transcripts", True))
+  keep_transcripts = transcripts_wanted(config)
   max_nonfinite = int(config.get("max_nonfinite_in_a_row", 0))
   nonfinite_streak = 0
   compiles = {"rollout": 0, "train": 0, "eval": 0, "seconds": 0.0}
