@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from launch import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,6 +19,7 @@ def test_expand_is_the_cartesian_product():
   assert grid[-1] == ["--config.optimizer.lr=3e-3", "--config.seed=2"]
 
 
+@pytest.mark.slow  # four launch.train processes; the SLURM tests check each point's command
 def test_local_sweep_runs_each_point_once_and_reuses_finished_runs(tmp_path):
   def run():
     return subprocess.run(

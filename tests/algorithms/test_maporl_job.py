@@ -1,7 +1,6 @@
 """The MAPoRL and verifier jobs' bad input: one ConfigError each, before anything compiles."""
 import types
 
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -200,6 +199,7 @@ def test_one_iteration_trains_both_policies_and_value_heads(tmp_path):
         assert 0.0 <= evals[f"eval/{prefix}{mode}_turn{t}_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # by default tests/faults kills and resumes the AT-GRPO job the same way
 def test_resuming_gives_the_same_metrics(tmp_path):
   """Policies, value heads and their optimizers are in the checkpoint: a run stopped after
   step 1 and resumed logs the uninterrupted run's step-2 metrics."""
