@@ -16,11 +16,12 @@ their first 25 transitions). W1, W2 come from hypernetworks of the global state
 
 Training (PureJaxRL style): `make_train(cfg, env, num_updates)` returns `train(key)`, one
 `jax.jit`-able function whose `lax.scan` runs `num_updates` updates; `jax.vmap(train)` over keys
-runs many seeds at once. One update collects `num_envs` episodes with epsilon-greedy agents,
-adds them to an episode replay buffer (a pytree, sampled uniformly with replacement), takes
-`epochs` gradient steps (1 by default), each on `batch_size` sampled episodes, once
-`learning_starts` episodes are stored,
-and copies the online network into the target network every `target_update_interval` updates
+runs many seeds at once. One update collects `num_envs` episodes with epsilon-greedy agents
+(or, with `fragment_steps` = K > 0, K steps of each of `num_envs` envs that restart when an
+episode ends, as JaxMARL's NUM_STEPS; the recurrent state restarts with each episode, and d_t
+marks the ends inside a fragment), adds them to an episode replay buffer (a pytree, sampled
+uniformly with replacement), takes `epochs` gradient steps (1 by default), each on
+`batch_size` sampled episodes, once `learning_starts` episodes are stored, and copies the online network into the target network every `target_update_interval` updates
 (or moves it by `target_tau` each update). Update u draws its randomness from
 `fold_in(runner.key, u)`, so running the updates in chunks gives the same run.
 
@@ -240,8 +241,10 @@ def agent_step(agent_params: Params, inputs: jax.Array, hidden: jax.Array
   return _dense(agent_params["head"], hidden), hidden
 
 
-def episode_q_values(agent_params: Params, obs: jax.Array) -> jax.Array:
-  """Q float[B, T, N, A] of whole episodes obs float[B, T, N, O], the recurrent state from 0."""
+def episode_q_values(agent_params: Params, obs: jax.Array, resets: jax.Array | None = None
+                     ) -> jax.Array:
+  """Q float[B, T, N, A] of obs float[B, T, N, O], the recurrent state from 0 at t = 0 and, where
+  `resets` bool[B, T] is given, at every step t it marks (the first step of a new episode)."""
   inputs = agent_inputs(obs)
   if "gru" not in agent_params:
     return agent_step(agent_params, inputs, init_hidden(agent_params, ()))[0]
@@ -251,7 +254,16 @@ def episode_q_values(agent_params: Params, obs: jax.Array) -> jax.Array:
     q, hidden = agent_step(agent_params, x, hidden)
     return hidden, q
 
-  _, qs = jax.lax.scan(one_step, init_hidden(agent_params, time_major.shape[1:3]), time_major)
+  def one_step_with_reset(hidden, xs):
+    x, reset = xs
+    return one_step(jnp.where(reset[:, None, None], 0.0, hidden), x)
+
+  hidden = init_hidden(agent_params, time_major.shape[1:3])
+  if resets is None:
+    _, qs = jax.lax.scan(one_step, hidden, time_major)
+  else:
+    chex.assert_equal_shape([resets, obs[..., 0, 0]])
+    _, qs = jax.lax.scan(one_step_with_reset, hidden, (time_major, jnp.swapaxes(resets, 0, 1)))
   return jnp.swapaxes(qs, 0, 1)
 
 
@@ -416,10 +428,11 @@ class Config:
   train_terminal: bool = True  # False: no TD error on an episode's last step (as JaxMARL's MPE)
   reward_scale: float = 1.0  # rewards are multiplied by it in the TD targets (JaxMARL SMAX: 10)
   max_grad_norm: float = 10.0
-  num_envs: int = 8  # episodes collected per update
+  num_envs: int = 8  # episodes (or fragments) collected per update
+  fragment_steps: int = 0  # 0: store whole episodes; > 0: slices of restarting envs (JaxMARL)
   batch_size: int = 32  # episodes per gradient step
   epochs: int = 1  # gradient steps per update, each on a new sampled batch (JaxMARL NUM_EPOCHS)
-  buffer_size: int = 5000  # episodes
+  buffer_size: int = 5000  # episodes (or fragments)
   learning_starts: int = 32  # episodes stored before the first gradient step
   target_update_interval: int = 200  # updates between hard target copies
   target_tau: float = 0.0  # > 0: Polyak updates every step instead
@@ -452,6 +465,7 @@ def make_config(values: Mapping[str, Any]) -> Config:
       "epsilon_start": 0.0 <= cfg.epsilon_start <= 1.0,
       "epsilon_finish": 0.0 <= cfg.epsilon_finish <= 1.0,
       "target_tau": 0.0 <= cfg.target_tau <= 1.0,
+      "fragment_steps": cfg.fragment_steps >= 0,
   }
   positive = ("hidden_dim", "mixer_embed_dim", "hypernet_hidden", "lr", "num_envs",
               "batch_size", "buffer_size", "target_update_interval", "eval_episodes",
@@ -513,25 +527,38 @@ class RolloutCarry(NamedTuple):
   alive: jax.Array  # bool[]: the episode has not ended
 
 
+def episode_start(env: Any, agent_params: Params, key: jax.Array) -> RolloutCarry:
+  """A fresh episode: the env reset by `key`, the agents' recurrent state at 0."""
+  env_state, ts = env.reset(key)
+  return RolloutCarry(env_state=env_state, ts=ts,
+                      hidden=init_hidden(agent_params, (env.num_agents,)), alive=jnp.bool_(True))
+
+
 def rollout_reset(env: Any, agent_params: Params, key: jax.Array
                   ) -> tuple[RolloutCarry, jax.Array]:
   """An episode's start and the keys of its `env.max_steps` steps."""
   reset_key, steps_key = jax.random.split(key)
-  env_state, ts = env.reset(reset_key)
-  carry = RolloutCarry(env_state=env_state, ts=ts,
-                       hidden=init_hidden(agent_params, (env.num_agents,)), alive=jnp.bool_(True))
-  return carry, jax.random.split(steps_key, env.max_steps)
+  return (episode_start(env, agent_params, reset_key),
+          jax.random.split(steps_key, env.max_steps))
+
+
+def act_and_step(env: Any, agent_params: Params, epsilon: jax.Array | float,
+                 carry: RolloutCarry, key: jax.Array) -> tuple[jax.Array, jax.Array, Any, Any]:
+  """Epsilon-greedy actions at `carry.ts` and the env's step on them: (actions[N], the agents'
+  next recurrent state, the next env state, the next time step)."""
+  act_key, env_key = jax.random.split(key)
+  q, hidden = agent_step(agent_params, agent_inputs(carry.ts.obs), carry.hidden)
+  actions = epsilon_greedy(act_key, q, carry.ts.avail, epsilon)
+  next_env_state, next_ts = env.step(env_key, carry.env_state, actions)
+  return actions, hidden, next_env_state, next_ts
 
 
 def rollout_step(env: Any, agent_params: Params, epsilon: jax.Array | float,
                  carry: RolloutCarry, key: jax.Array) -> tuple[RolloutCarry, tuple]:
   """One epsilon-greedy step; once the episode has ended the carry is frozen and the step is
   recorded as padding. Returns the next carry and the step's record."""
-  act_key, env_key = jax.random.split(key)
   ts, alive = carry.ts, carry.alive
-  q, hidden = agent_step(agent_params, agent_inputs(ts.obs), carry.hidden)
-  actions = epsilon_greedy(act_key, q, ts.avail, epsilon)
-  next_env_state, next_ts = env.step(env_key, carry.env_state, actions)
+  actions, hidden, next_env_state, next_ts = act_and_step(env, agent_params, epsilon, carry, key)
   record = (ts.obs, ts.state, ts.avail, actions, jnp.where(alive, next_ts.reward, 0.0),
             next_ts.done | ~alive, alive.astype(jnp.float32))
   keep = lambda new, old: jnp.where(alive, new, old)
@@ -560,6 +587,43 @@ def rollout(env: Any, agent_params: Params, key: jax.Array, epsilon: jax.Array |
   return rollout_episode(records, last)
 
 
+def rollout_fragment(env: Any, agent_params: Params, key: jax.Array, epsilon: jax.Array | float,
+                     steps: int) -> Episode:
+  """`steps` epsilon-greedy transitions from a fresh reset, the env restarting as soon as an
+  episode ends (the agents' recurrent state from 0 again): JaxMARL's NUM_STEPS slices of
+  auto-resetting envs. Every step is a transition (mask 1); `dones` marks each episode's last
+  step, and `obs[t + 1]` after it is the next episode's first observation."""
+  reset_key, steps_key = jax.random.split(key)
+  carry = episode_start(env, agent_params, reset_key)
+
+  def step(carry: RolloutCarry, key: jax.Array) -> tuple[RolloutCarry, tuple]:
+    step_key, restart_key = jax.random.split(key)
+    actions, hidden, next_env_state, next_ts = act_and_step(env, agent_params, epsilon, carry,
+                                                            step_key)
+    ts = carry.ts
+    record = (ts.obs, ts.state, ts.avail, actions, next_ts.reward, next_ts.done, jnp.float32(1))
+    fresh = episode_start(env, agent_params, restart_key)
+    restart = lambda new, old: jnp.where(next_ts.done, new, old)
+    carry = RolloutCarry(env_state=jax.tree.map(restart, fresh.env_state, next_env_state),
+                         ts=jax.tree.map(restart, fresh.ts, next_ts),
+                         hidden=restart(fresh.hidden, hidden), alive=jnp.bool_(True))
+    return carry, record
+
+  last, records = jax.lax.scan(step, carry, jax.random.split(steps_key, steps))
+  return rollout_episode(records, last)
+
+
+def collect(cfg: Config, env: Any, agent_params: Params, key: jax.Array,
+            epsilon: jax.Array | float) -> Episode:
+  """What one update stores: `num_envs` whole episodes, or with `fragment_steps` > 0 that many
+  steps of each of `num_envs` restarting envs (leading axis num_envs)."""
+  keys = jax.random.split(key, cfg.num_envs)
+  if cfg.fragment_steps:
+    return jax.vmap(lambda k: rollout_fragment(env, agent_params, k, epsilon,
+                                               cfg.fragment_steps))(keys)
+  return jax.vmap(lambda k: rollout(env, agent_params, k, epsilon))(keys)
+
+
 def greedy_return(env: Any, agent_params: Params, key: jax.Array, num_episodes: int
                   ) -> jax.Array:
   """Mean undiscounted return of `num_episodes` greedy (epsilon 0) episodes."""
@@ -577,8 +641,10 @@ def td_loss(params: Params, target_params: Params, batch: Episode, cfg: Config,
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The masked squared TD error of Q_tot on a batch of episodes (see the module docstring)."""
   chex.assert_rank([batch.obs, batch.actions, batch.rewards], [4, 3, 2])
-  qs = episode_q_values(params["agent"], batch.obs)  # [B, T+1, N, A]
-  target_qs = episode_q_values(target_params["agent"], batch.obs)
+  resets = (jnp.concatenate([jnp.zeros_like(batch.dones[:, :1]), batch.dones], 1)
+            if cfg.fragment_steps else None)  # a fragment's episodes each start from 0
+  qs = episode_q_values(params["agent"], batch.obs, resets)  # [B, T+1, N, A]
+  target_qs = episode_q_values(target_params["agent"], batch.obs, resets)
   taken = jnp.take_along_axis(qs[:, :-1], batch.actions[..., None], -1)[..., 0]  # [B, T, N]
   q_tot = mixer_apply(params["mixer"], taken, batch.state[:, :-1])  # [B, T]
   next_qs = double_q_next_values(qs[:, 1:], target_qs[:, 1:], batch.avail[:, 1:],
@@ -615,8 +681,8 @@ def init_runner(cfg: Config, env: Any, key: jax.Array) -> Runner:
   """A fresh runner: networks from `key`, an empty buffer, the target equal to the online net."""
   param_key, run_key = jax.random.split(key)
   params = init_params(param_key, cfg, env)
-  example = jax.eval_shape(lambda: rollout(env, params["agent"], jax.random.key(0), 1.0))
-  example = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), example)
+  example = jax.eval_shape(lambda: collect(cfg, env, params["agent"], jax.random.key(0), 1.0))
+  example = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example)
   return Runner(params=params, target_params=params, opt_state=make_optimizer(cfg).init(params),
                 buffer=buffer_init(cfg.buffer_size, example),
                 key=jax.random.key_data(run_key), t_env=jnp.int32(0), updates=jnp.int32(0),
@@ -642,6 +708,13 @@ def learning_starts_at(cfg: Config, update: jax.Array | int, episodes_per_update
   it stays one value for every seed of a vmapped run."""
   stored = jnp.minimum((jnp.asarray(update) + 1) * episodes_per_update, cfg.buffer_size)
   return stored >= cfg.learning_starts
+
+
+def episode_return(cfg: Config, episodes: Episode) -> jax.Array:
+  """The mean return of an update's episodes; of fragments, their reward per episode ended."""
+  if cfg.fragment_steps:
+    return jnp.sum(episodes.rewards) / jnp.maximum(jnp.sum(episodes.dones), 1)
+  return jnp.mean(jnp.sum(episodes.rewards, -1))
 
 
 def make_learn(cfg: Config, env: Any
@@ -690,7 +763,7 @@ def make_learn(cfg: Config, env: Any
                     buffer=buffer, key=runner.key, t_env=t_env, updates=updates,
                     skipped=skipped)
     metrics = {**jax.tree.map(lambda m: jnp.mean(m, 0), metrics),
-               "episode_return": jnp.mean(jnp.sum(episodes.rewards, -1)),
+               "episode_return": episode_return(cfg, episodes),
                "learning": learning.astype(jnp.float32), "t_env": t_env}
     return runner, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 
@@ -706,8 +779,7 @@ def make_update(cfg: Config, env: Any
   def update(runner: Runner, index: jax.Array) -> tuple[Runner, dict[str, jax.Array]]:
     collect_key, learn_key = update_keys(runner)
     epsilon = current_epsilon(cfg, runner)
-    episodes = jax.vmap(lambda k: rollout(env, runner.params["agent"], k, epsilon))(
-        jax.random.split(collect_key, cfg.num_envs))
+    episodes = collect(cfg, env, runner.params["agent"], collect_key, epsilon)
     runner, metrics = learn(runner, episodes, learn_key, index)
     return runner, {**metrics, "epsilon": epsilon}
 

@@ -37,6 +37,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "algo.train_terminal": True,
     "algo.reward_scale": 1.0,
     "algo.epochs": 1,
+    "algo.fragment_steps": 0,
     "algo.micro_batch_rows": 0,
     "model.remat": "none",
     "model.logprob_chunk": 0,
