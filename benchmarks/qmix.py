@@ -3,11 +3,12 @@ the same training written as a Python loop over jitted steps, measured in the sa
 
   python benchmarks/qmix.py [--updates=100] [--seeds=1,64] [--baseline_updates=50]
   python benchmarks/qmix.py --peer=jaxmarl [--jaxmarl_root=PATH] [--env=mpe] [--peer_updates=1000]
+  python benchmarks/qmix.py --peer=jaxmarl --env=smax [--smax_recipe=cpu|published]
 
 `--peer=jaxmarl` times marft's QMIX against JaxMARL's `baselines/QLearning/qmix_rnn.py` on
-the peer's benchmark and recipe (`experiments/configs/qmix_mpe.py`): one seed, the same updates
-and env steps, no evaluation during training, compile seconds and env steps/s as ratios. It
-fetches nothing; without `--jaxmarl_root` it prints marft's side alone.
+the peer's benchmark and recipe (`experiments/configs/qmix_mpe.py`, `qmix_smax.py`): one
+seed, the same updates and env steps, no evaluation during training, compile seconds and env
+steps/s as ratios. It fetches nothing; without `--jaxmarl_root` it prints marft's side alone.
 
 The training is `experiments/configs/qmix_grid.py`'s (GRU agents with 64 units, QMIX mixer,
 8 episodes of 10 steps collected per update, one Adam step on 32 replayed episodes per update).
@@ -79,6 +80,9 @@ _JAXMARL_ROOT = flags.DEFINE_string("jaxmarl_root", None,
                                     "A JaxMARL checkout (its baselines/QLearning/qmix_rnn.py); "
                                     "without it --peer=jaxmarl times marft's side alone.")
 _ENV = flags.DEFINE_enum("env", "mpe", ["mpe", "smax"], "The benchmark env of --peer=jaxmarl.")
+_SMAX_RECIPE = flags.DEFINE_enum("smax_recipe", "cpu", ["cpu", "published"],
+                                  "--env=smax: the table's 64-unit recipe or the published "
+                                  "512-unit one (experiments/configs/qmix_smax.py).")
 _PEER_UPDATES = flags.DEFINE_integer("peer_updates", 1000,
                                      "Updates per side for --peer=jaxmarl.")
 
@@ -163,13 +167,17 @@ def _print_table(title, rows, steps_per_update):
           f"| {steps / seconds / baseline:.1f} |")
 
 
-def peer_table(env_name: str, updates: int, root: str | None) -> None:
+def peer_table(env_name: str, updates: int, root: str | None, smax_recipe: str = "cpu"
+               ) -> None:
   """marft's QMIX and JaxMARL's `qmix_rnn.py` on the same env with JaxMARL's recipe (one seed,
   `updates` updates each, no evaluation): compile seconds and env steps per second."""
   from experiments import jaxmarl_peer  # noqa: PLC0415
+  from experiments.configs import qmix_smax  # noqa: PLC0415
   from experiments.tables import qmix_jaxmarl  # noqa: PLC0415
   bench = qmix_jaxmarl.ENVS[env_name]
-  config = bench.config.get_config()
+  if env_name == "smax" and smax_recipe == "published":
+    bench = bench._replace(config=qmix_smax.get_config, recipe_overrides={"MAP_NAME": "3m"})
+  config = bench.config()
   env = qmix_job.make_env(config)
   cfg = qmix_job.algo_config(config)
   train = jax.jit(qmix.make_train(cfg, env, updates))
@@ -201,7 +209,7 @@ def peer_table(env_name: str, updates: int, root: str | None) -> None:
 def main(argv):
   del argv
   if _PEER.value == "jaxmarl":
-    peer_table(_ENV.value, _PEER_UPDATES.value, _JAXMARL_ROOT.value)
+    peer_table(_ENV.value, _PEER_UPDATES.value, _JAXMARL_ROOT.value, _SMAX_RECIPE.value)
     return
   config = qmix_grid.get_config()
   env = qmix_job.make_env(config)

@@ -46,6 +46,14 @@ def test_benchmark_configs_validate(env):
   assert cfg.mixer == "vdn" and config.algo.num_seeds == 4
   if env == "mpe":  # JaxMARL decays over its NUM_UPDATES: the run's 24 x 200 updates
     assert cfg.lr_decay_updates == 4800 and cfg.epsilon_anneal_steps == 480 * 8 * 26
+  if env == "smax":  # JaxMARL at TOTAL_TIMESTEPS 1e6: 1e6 // 128 // 16 = 488 updates
+    updates = 1_000_000 // 128 // 16
+    assert config.total_steps * config.algo.updates_per_step == updates
+    assert (cfg.num_envs, cfg.fragment_steps, cfg.epochs) == (16, 128, 8)
+    assert cfg.epsilon_anneal_steps == int(0.1 * updates * 16 * 128)  # EPS_DECAY 0.1
+    peer = qmix_jaxmarl.ENVS[env].recipe_overrides  # both sides at the same widths
+    assert (cfg.hidden_dim, cfg.mixer_embed_dim, cfg.hypernet_hidden) == (
+        peer["HIDDEN_SIZE"], peer["MIXER_EMBEDDING_DIM"], peer["MIXER_HYPERNET_HIDDEN_DIM"])
   assert qmix_job.make_env(config).max_steps == {"mpe": 26, "smax": 101}[env]
 
 
@@ -70,3 +78,45 @@ def test_peer_recipe_merges_the_checkout_configs(tmp_path):
   assert run["LR"] == 0.001 and run["NUM_SEEDS"] == 1 and run["WANDB_MODE"] == "disabled"
   with pytest.raises(FileNotFoundError, match="not a JaxMARL checkout"):
     jaxmarl_peer.recipe(str(tmp_path / "elsewhere"), "ql_rnn_mpe")
+
+
+def test_reproduce_writes_one_table_per_env_with_the_peer_beside(tmp_path, monkeypatch):
+  """A two-step stand-in for a benchmark env, 2 seeds, and a JaxMARL JSON left in runs_dir:
+  the env's own md/csv/png, every seed's final greedy return as its run logged it, and the
+  p-value of scipy's exact permutation test against the peer's seeds."""
+  import json
+  import scipy.stats
+  from experiments.configs import qmix_two_step
+  from marft.logging import read_metrics
+
+  def config():
+    c = qmix_two_step.get_config()
+    c.total_steps, c.eval_every, c.checkpoint_every = 2, 1, 2
+    c.algo.updates_per_step, c.algo.agent, c.algo.hidden_dim = 20, "ff", 8
+    return c
+
+  monkeypatch.setitem(qmix_jaxmarl.ENVS, "toy", qmix_jaxmarl.Benchmark(
+      config, "toy.py", "ql_toy", {}, "nothing published"))
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  peer_finals = [5.0, 7.0]
+  with open(runs / "jaxmarl_qmix-abc-s2.json", "w") as f:
+    json.dump({"config": {"ENV_NAME": "two_step"}, "final_returns": peer_finals,
+               "curves": [[(0, 0.0), (80, v)] for v in peer_finals]}, f)
+  paths = qmix_jaxmarl.reproduce(scale="tiny", seeds=2, results_dir=str(tmp_path / "res"),
+                                 runs_dir=str(runs), tasks=["toy"])
+  assert sorted(os.path.basename(p) for p in paths) == [
+      "qmix_jaxmarl_toy.csv", "qmix_jaxmarl_toy.md", "qmix_jaxmarl_toy.png"]
+  md = open(tmp_path / "res" / "qmix_jaxmarl_toy.md").read()
+  for mixer in ("qmix", "vdn"):
+    workdir = qmix_jaxmarl.run_dir(str(runs), qmix_jaxmarl.run_config("toy", mixer, 2))
+    last = [r for r in read_metrics(workdir) if "eval/greedy_return" in r][-1]
+    finals = [last["eval/greedy_return/s0"], last["eval/greedy_return/s1"]]
+    p = scipy.stats.permutation_test(
+        (finals, peer_finals), lambda x, y: np.mean(x) - np.mean(y),
+        permutation_type="independent", n_resamples=np.inf).pvalue
+    row = next(line for line in md.splitlines() if line.startswith(f"| marft {mixer.upper()} |"))
+    assert row.split(" | ")[2] == ", ".join(f"{v:.2f}" for v in finals)
+    assert float(row.split(" | ")[3].rstrip(" |")) == pytest.approx(p, abs=1e-3)
+  assert "| JaxMARL QMIX | 6.0 ± 1.0 | 5.00, 7.00 |" in md
+  assert "40 updates = 640 env steps" in md  # 2 x 20 updates of 8 two-step episodes
