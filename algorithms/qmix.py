@@ -21,8 +21,9 @@ runs many seeds at once. One update collects `num_envs` episodes with epsilon-gr
 episode ends, as JaxMARL's NUM_STEPS; the recurrent state restarts with each episode, and d_t
 marks the ends inside a fragment), adds them to an episode replay buffer (a pytree, sampled
 uniformly with replacement), takes `epochs` gradient steps (1 by default), each on
-`batch_size` sampled episodes, once `learning_starts` episodes are stored, and copies the online network into the target network every `target_update_interval` updates
-(or moves it by `target_tau` each update). Update u draws its randomness from
+`batch_size` sampled episodes, once `learning_starts` episodes are stored, and copies the
+online network into the target network every `target_update_interval` updates (or moves it by
+`target_tau` each update). Update u draws its randomness from
 `fold_in(runner.key, u)`, so running the updates in chunks gives the same run.
 
 The environment is duck-typed (`envs.marl.core.Env`): `num_agents, num_actions, obs_dim,
