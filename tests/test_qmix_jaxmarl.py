@@ -118,5 +118,5 @@ def test_reproduce_writes_one_table_per_env_with_the_peer_beside(tmp_path, monke
     row = next(line for line in md.splitlines() if line.startswith(f"| marft {mixer.upper()} |"))
     assert row.split(" | ")[2] == ", ".join(f"{v:.2f}" for v in finals)
     assert float(row.split(" | ")[3].rstrip(" |")) == pytest.approx(p, abs=1e-3)
-  assert "| JaxMARL QMIX | 6.0 ± 1.0 | 5.00, 7.00 |" in md
+  assert "| JaxMARL QMIX | 6.00 ± 1.00 | 5.00, 7.00 |" in md
   assert "40 updates = 640 env steps" in md  # 2 x 20 updates of 8 two-step episodes

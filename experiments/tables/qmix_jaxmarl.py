@@ -138,7 +138,7 @@ def _peer(env: str, config: Any, seeds: int, root: str | None, runs_dir: str
 
 
 def _fmt(values: Sequence[float]) -> str:
-  return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+  return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
 def reproduce(*, scale: str, seeds: int, results_dir: str, runs_dir: str,
