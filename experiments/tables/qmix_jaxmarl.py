@@ -44,9 +44,9 @@ class Benchmark(NamedTuple):
 
 
 ENVS = {
-    "mpe": Benchmark(qmix_mpe.get_config, "experiments/configs/qmix_mpe.py", "ql_rnn_mpe", {}, "JaxMARL (Rutherford et al. "
-                     "2024) shows QMIX on MPE_simple_spread_v3 as a curve over 1e7 env steps, "
-                     "no tabulated number"),
+    "mpe": Benchmark(qmix_mpe.get_config, "experiments/configs/qmix_mpe.py", "ql_rnn_mpe", {},
+                     "JaxMARL (Rutherford et al. 2024) shows QMIX on MPE_simple_spread_v3 as a "
+                     "curve over 1e7 env steps, no tabulated number"),
     # The published SMAX recipe at 64-unit widths on both sides (`qmix_smax.py:cpu`): at its
     # own 512 units 1e6 env steps take about 75 minutes a seed on 2 CPU cores.
     "smax": Benchmark(lambda: qmix_smax.get_config("cpu"),
