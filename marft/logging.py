@@ -38,6 +38,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "algo.reward_scale": 1.0,
     "algo.epochs": 1,
     "algo.fragment_steps": 0,
+    "algo.seeds_in": "vmap",
     "algo.micro_batch_rows": 0,
     "model.remat": "none",
     "model.logprob_chunk": 0,

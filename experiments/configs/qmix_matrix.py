@@ -35,5 +35,6 @@ def get_config() -> ml_collections.ConfigDict:
                 lr=5e-4, max_grad_norm=10.0, num_envs=8, batch_size=32, buffer_size=5000,
                 learning_starts=32, target_update_interval=200, target_tau=0.0,
                 epsilon_start=1.0, epsilon_finish=0.05, epsilon_anneal_steps=4000,
-                eval_episodes=1, num_seeds=1, updates_per_step=100)
+                eval_episodes=1, num_seeds=1, seeds_in="vmap",
+                updates_per_step=100)
   return c

@@ -39,5 +39,6 @@ def get_config() -> ml_collections.ConfigDict:
                 batch_size=32, buffer_size=5000, learning_starts=392,
                 target_update_interval=200, target_tau=0.0, epsilon_start=1.0,
                 epsilon_finish=0.05, epsilon_anneal_steps=updates // 10 * 8 * EPISODE_STEPS,
-                eval_episodes=512, num_seeds=1, updates_per_step=UPDATES_PER_STEP)
+                eval_episodes=512, num_seeds=1, seeds_in="vmap",
+                updates_per_step=UPDATES_PER_STEP)
   return c

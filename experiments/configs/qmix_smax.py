@@ -59,7 +59,8 @@ def get_config(recipe: str = "published") -> ml_collections.ConfigDict:
                 buffer_size=5000, learning_starts=512, target_update_interval=10,
                 target_tau=0.0, epsilon_start=1.0, epsilon_finish=0.05,
                 epsilon_anneal_steps=updates * NUM_ENVS * FRAGMENT_STEPS // 10,
-                eval_episodes=512, num_seeds=1, updates_per_step=UPDATES_PER_STEP)
+                eval_episodes=512, num_seeds=1, seeds_in="vmap",
+                updates_per_step=UPDATES_PER_STEP)
   if recipe == "cpu":
     c.algo.update(CPU_WIDTHS)
   return c
