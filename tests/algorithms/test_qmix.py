@@ -339,17 +339,31 @@ def _np_ff_agent(params, obs):
   return x @ p[-1]["w"] + p[-1]["b"]
 
 
+def _vdn_nets(n, o, a, **cfg):
+  """A VDN config and two parameter sets (online, target) for n agents, obs o, actions a."""
+  cfg = qmix.make_config(dict(mixer="vdn", hidden_dim=8, gamma=0.9, **cfg))
+  env = type("E", (), dict(num_agents=n, obs_dim=o, num_actions=a, state_dim=4))
+  return cfg, qmix.init_params(jax.random.key(0), cfg, env), qmix.init_params(jax.random.key(1),
+                                                                               cfg, env)
+
+
+def _np_vdn_td_loss(q, q_target, batch, weight, reward_scale=1.0, gamma=0.9):
+  """The weighted mean squared 1-step double-Q TD error of VDN, from per-agent Q [B, T+1, N, A]."""
+  taken = np.take_along_axis(q[:, :-1], batch.actions[..., None], -1)[..., 0].sum(-1)
+  best = np.argmax(np.where(batch.avail[:, 1:], q[:, 1:], -np.inf), -1)
+  next_value = np.take_along_axis(q_target[:, 1:], best[..., None], -1)[..., 0].sum(-1)
+  y = reward_scale * batch.rewards + gamma * (1.0 - batch.dones) * next_value
+  return np.sum(weight * (taken - y) ** 2) / weight.sum()
+
+
 @pytest.mark.parametrize("train_terminal,reward_scale", [(True, 1.0), (False, 10.0)])
 def test_td_loss_matches_numpy_on_a_hand_built_batch(train_terminal, reward_scale):
   """VDN, 1-step double-Q targets, written out in numpy: the terminal step is dropped from
   the loss when `train_terminal` is False and rewards enter the targets times `reward_scale`."""
   rng = np.random.default_rng(0)
   b, t, n, o, a = 3, 4, 2, 5, 3
-  cfg = qmix.make_config(dict(mixer="vdn", agent="ff", hidden_dim=8, gamma=0.9,
-                              train_terminal=train_terminal, reward_scale=reward_scale))
-  env = type("E", (), dict(num_agents=n, obs_dim=o, num_actions=a, state_dim=4))
-  params = qmix.init_params(jax.random.key(0), cfg, env)
-  target = qmix.init_params(jax.random.key(1), cfg, env)
+  cfg, params, target = _vdn_nets(n, o, a, agent="ff", train_terminal=train_terminal,
+                                  reward_scale=reward_scale)
   lengths = np.array([4, 2, 3])
   mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
   dones = np.arange(t)[None] >= lengths[:, None] - 1
@@ -366,13 +380,9 @@ def test_td_loss_matches_numpy_on_a_hand_built_batch(train_terminal, reward_scal
 
   q = _np_ff_agent(params["agent"], batch.obs)
   q_target = _np_ff_agent(target["agent"], batch.obs)
-  taken = np.take_along_axis(q[:, :-1], batch.actions[..., None], -1)[..., 0].sum(-1)
-  best = np.argmax(np.where(batch.avail[:, 1:], q[:, 1:], -np.inf), -1)
-  next_value = np.take_along_axis(q_target[:, 1:], best[..., None], -1)[..., 0].sum(-1)
-  y = reward_scale * batch.rewards + 0.9 * (1.0 - dones) * next_value
   weight = mask * (1.0 - dones) if not train_terminal else mask
-  expected = np.sum(weight * (taken - y) ** 2) / weight.sum()
-  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), _np_vdn_td_loss(q, q_target, batch, weight,
+                                                          reward_scale), rtol=1e-5)
 
 
 def test_linear_lr_schedule_counts_gradient_steps_not_updates():

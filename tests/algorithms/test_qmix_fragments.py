@@ -7,7 +7,7 @@ import pytest
 
 import envs.marl
 from algorithms import qmix
-from tests.algorithms.test_qmix import _np_gru
+from tests.algorithms.test_qmix import _np_gru, _np_vdn_td_loss, _vdn_nets
 
 PAYOFF = {1: np.full((2, 2), 7.0), 2: np.array([[0.0, 1.0], [1.0, 8.0]])}  # stage 2A, 2B
 
@@ -61,11 +61,8 @@ def test_fragment_td_loss_matches_numpy(train_terminal):
   from the stored next observation."""
   rng = np.random.default_rng(0)
   b, t, n, o, a = 3, 6, 2, 4, 3
-  cfg = qmix.make_config(dict(mixer="vdn", agent="gru", hidden_dim=8, gamma=0.9,
-                              train_terminal=train_terminal, fragment_steps=t))
-  env = type("E", (), dict(num_agents=n, obs_dim=o, num_actions=a, state_dim=4))
-  params = qmix.init_params(jax.random.key(0), cfg, env)
-  target = qmix.init_params(jax.random.key(1), cfg, env)
+  cfg, params, target = _vdn_nets(n, o, a, agent="gru", train_terminal=train_terminal,
+                                  fragment_steps=t)
   dones = np.zeros((b, t), bool)
   dones[0, [1, 4]] = True
   dones[1, 2] = True  # fragment 2 has no end inside
@@ -81,13 +78,8 @@ def test_fragment_td_loss_matches_numpy(train_terminal):
   p, p_target = (jax.tree.map(np.asarray, x["agent"]) for x in (params, target))
   q = _np_fragment_q(p, batch.obs, dones)
   q_target = _np_fragment_q(p_target, batch.obs, dones)
-  taken = np.take_along_axis(q[:, :-1], batch.actions[..., None], -1)[..., 0].sum(-1)
-  best = np.argmax(np.where(batch.avail[:, 1:], q[:, 1:], -np.inf), -1)
-  next_value = np.take_along_axis(q_target[:, 1:], best[..., None], -1)[..., 0].sum(-1)
-  y = batch.rewards + 0.9 * (1.0 - dones) * next_value
   weight = np.ones((b, t)) if train_terminal else 1.0 - dones
-  expected = np.sum(weight * (taken - y) ** 2) / weight.sum()
-  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), _np_vdn_td_loss(q, q_target, batch, weight), rtol=1e-5)
 
 
 def test_fragment_training_counts_every_step_and_reports_return_per_episode():
